@@ -1,0 +1,83 @@
+//! Network side of attestation collateral fetching for Nunki.
+//!
+//! `nunki-attestation` performs no network I/O: it builds KDS URLs and asks an injected
+//! [`HttpGet`] for the bytes. This crate supplies the real implementations:
+//!
+//! * [`HttpFetcher`]: HTTPS via `reqwest` with timeouts, a size limit and retries with
+//!   exponential backoff for transient failures only.
+//! * [`CachingFetcher`]: an on-disk cache in front of any [`HttpGet`], keyed by URL, with an
+//!   optional maximum age that fails closed (an expired entry is never served when the
+//!   refetch fails).
+//!
+//! ```no_run
+//! # async fn demo(report: &nunki_attestation::Report) -> Result<(), Box<dyn std::error::Error>> {
+//! use nunki_attestation::snp::kds::Kds;
+//! use nunki_collateral::{default_cache_dir, CachingFetcher, HttpFetcher};
+//!
+//! let fetcher = CachingFetcher::new(HttpFetcher::new()?, default_cache_dir()?);
+//! let kds = Kds::new(fetcher);
+//! let vcek = kds.fetch_vcek(nunki_manifest::SnpProduct::Genoa, report).await?;
+//! # let _ = vcek; Ok(()) }
+//! ```
+
+mod cache;
+mod http;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+pub use cache::{CachePolicy, CachingFetcher, DEFAULT_CRL_MAX_AGE, is_crl_url};
+pub use http::{DEFAULT_MAX_BODY_BYTES, DEFAULT_USER_AGENT, HttpConfig, HttpFetcher, RetryPolicy};
+pub use nunki_attestation::snp::kds::{FetchError, GetFuture, HttpGet};
+
+/// Why a fetcher could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CollateralError {
+    /// The HTTP client could not be built (e.g. TLS initialisation failed).
+    #[error("cannot build the HTTP client: {reason}")]
+    Client {
+        /// What failed.
+        reason: String,
+    },
+    /// None of the environment variables that locate the cache directory is set.
+    #[error("cannot find a directory for the collateral cache: set NUNKI_CACHE_DIR (or HOME)")]
+    NoCacheDir,
+}
+
+/// `$NUNKI_CACHE_DIR`, else `$XDG_CACHE_HOME/nunki/collateral`, else `$HOME/.cache/nunki/collateral`.
+pub fn default_cache_dir() -> Result<PathBuf, CollateralError> {
+    cache_dir_from(|key| std::env::var_os(key)).ok_or(CollateralError::NoCacheDir)
+}
+
+// Separated from the environment so it can be tested without `set_var` (unsafe in edition 2024).
+fn cache_dir_from(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let nonempty = |key: &str| var(key).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = nonempty("NUNKI_CACHE_DIR") {
+        return Some(dir);
+    }
+    // The XDG base-directory spec says relative values are invalid and must be ignored.
+    if let Some(dir) = nonempty("XDG_CACHE_HOME").filter(|d| d.is_absolute()) {
+        return Some(dir.join("nunki").join("collateral"));
+    }
+    nonempty("HOME").map(|home| home.join(".cache").join("nunki").join("collateral"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
+        move |key| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| OsString::from(v))
+    }
+
+    #[test]
+    fn cache_dir_precedence() {
+        let all = env(&[("NUNKI_CACHE_DIR", "/n"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
+        assert_eq!(cache_dir_from(all), Some(PathBuf::from("/n")));
+        let xdg = env(&[("NUNKI_CACHE_DIR", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
+        assert_eq!(cache_dir_from(xdg), Some(PathBuf::from("/x/nunki/collateral")));
+        let home = env(&[("XDG_CACHE_HOME", "relative"), ("HOME", "/h")]);
+        assert_eq!(cache_dir_from(home), Some(PathBuf::from("/h/.cache/nunki/collateral")));
+        assert_eq!(cache_dir_from(env(&[("HOME", "")])), None);
+    }
+}
