@@ -48,7 +48,11 @@ impl CachePolicy {
 
     /// Maximum age that applies to the entry for `url`.
     pub fn max_age_for(&self, url: &str) -> Option<Duration> {
-        if is_crl_url(url) { self.crl_max_age } else { self.max_age }
+        if is_crl_url(url) {
+            self.crl_max_age
+        } else {
+            self.max_age
+        }
     }
 }
 
@@ -112,7 +116,8 @@ impl<F: HttpGet> CachingFetcher<F> {
 
     /// File that holds (or would hold) the entry for `url`.
     pub fn entry_path(&self, url: &str) -> PathBuf {
-        self.dir.join(hex::encode(digest::digest(&digest::SHA256, url.as_bytes())))
+        self.dir
+            .join(hex::encode(digest::digest(&digest::SHA256, url.as_bytes())))
     }
 
     /// Returns the cached body for `url`, or fetches and caches it.
@@ -128,7 +133,9 @@ impl<F: HttpGet> CachingFetcher<F> {
                 return Ok(body);
             }
             Lookup::Missing => tracing::debug!(url, "collateral cache miss"),
-            Lookup::Expired => tracing::debug!(url, path = %path.display(), "collateral cache entry expired"),
+            Lookup::Expired => {
+                tracing::debug!(url, path = %path.display(), "collateral cache entry expired")
+            }
             Lookup::Corrupt(reason) => tracing::warn!(
                 url,
                 path = %path.display(),
@@ -198,7 +205,10 @@ fn write_entry(dir: &Path, path: &Path, body: &[u8]) -> io::Result<()> {
     if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
         let _ = fs::remove_dir(path);
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     // Same directory as the entry so the rename is atomic; pid + counter keep concurrent
     // writers (threads or processes) from sharing a temp file.
     let tmp = dir.join(format!(
@@ -227,7 +237,12 @@ fn write_entry(dir: &Path, path: &Path, body: &[u8]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
 
     use super::*;
 
@@ -235,20 +250,34 @@ mod tests {
     fn crl_urls() {
         assert!(is_crl_url("https://kdsintf.amd.com/vcek/v1/Milan/crl"));
         assert!(is_crl_url("https://kdsintf.amd.com/vlek/v1/Genoa/crl?x=1"));
-        assert!(is_crl_url("https://api.trustedservices.intel.com/sgx/certification/v4/pckcrl?ca=processor"));
-        assert!(is_crl_url("https://certificates.trustedservices.intel.com/IntelSGXRootCA.CRL"));
-        assert!(!is_crl_url("https://kdsintf.amd.com/vcek/v1/Milan/cert_chain"));
-        assert!(!is_crl_url("https://kdsintf.amd.com/vcek/v1/Milan/abcd?blSPL=03&crl=1"));
+        assert!(is_crl_url(
+            "https://api.trustedservices.intel.com/sgx/certification/v4/pckcrl?ca=processor"
+        ));
+        assert!(is_crl_url(
+            "https://certificates.trustedservices.intel.com/IntelSGXRootCA.CRL"
+        ));
+        assert!(!is_crl_url(
+            "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain"
+        ));
+        assert!(!is_crl_url(
+            "https://kdsintf.amd.com/vcek/v1/Milan/abcd?blSPL=03&crl=1"
+        ));
         assert!(!is_crl_url("rl"));
     }
 
     #[test]
     fn policy_selects_by_url() {
         let p = CachePolicy::default();
-        assert_eq!(p.max_age_for("http://h/vcek/v1/Milan/crl"), Some(DEFAULT_CRL_MAX_AGE));
+        assert_eq!(
+            p.max_age_for("http://h/vcek/v1/Milan/crl"),
+            Some(DEFAULT_CRL_MAX_AGE)
+        );
         assert_eq!(p.max_age_for("http://h/vcek/v1/Milan/cert_chain"), None);
         let u = CachePolicy::uniform(Some(Duration::from_secs(5)));
-        assert_eq!(u.max_age_for("http://h/vcek/v1/Milan/cert_chain"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            u.max_age_for("http://h/vcek/v1/Milan/cert_chain"),
+            Some(Duration::from_secs(5))
+        );
     }
 
     #[test]
@@ -279,12 +308,25 @@ mod tests {
         assert!(matches!(read_entry(&path, None), Lookup::Missing));
         write_entry(&sub, &path, b"hello").unwrap();
         assert!(matches!(read_entry(&path, None), Lookup::Fresh(b) if b == b"hello"));
-        assert!(matches!(read_entry(&path, Some(Duration::from_secs(60))), Lookup::Fresh(_)));
-        assert!(matches!(read_entry(&path, Some(Duration::ZERO)), Lookup::Expired));
+        assert!(matches!(
+            read_entry(&path, Some(Duration::from_secs(60))),
+            Lookup::Fresh(_)
+        ));
+        assert!(matches!(
+            read_entry(&path, Some(Duration::ZERO)),
+            Lookup::Expired
+        ));
         write_entry(&sub, &path, b"again").unwrap();
         assert!(matches!(read_entry(&path, None), Lookup::Fresh(b) if b == b"again"));
-        let names: Vec<_> = fs::read_dir(&sub).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("entry")], "no temp files left behind");
+        let names: Vec<_> = fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("entry")],
+            "no temp files left behind"
+        );
     }
 
     #[test]
@@ -293,8 +335,12 @@ mod tests {
         let path = dir.path().join("entry");
         write_entry(dir.path(), &path, b"x").unwrap();
         let f = File::options().write(true).open(&path).unwrap();
-        f.set_modified(SystemTime::now() + Duration::from_secs(3600)).unwrap();
-        assert!(matches!(read_entry(&path, Some(Duration::from_secs(7200))), Lookup::Expired));
+        f.set_modified(SystemTime::now() + Duration::from_secs(3600))
+            .unwrap();
+        assert!(matches!(
+            read_entry(&path, Some(Duration::from_secs(7200))),
+            Lookup::Expired
+        ));
         assert!(matches!(read_entry(&path, None), Lookup::Fresh(_)));
     }
 

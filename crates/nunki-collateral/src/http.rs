@@ -162,10 +162,17 @@ impl HttpFetcher {
     }
 
     async fn attempt(&self, url: &str) -> Result<Vec<u8>, Failure> {
-        let mut response = self.client.get(url).send().await.map_err(|e| self.failure(url, e))?;
+        let mut response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.failure(url, e))?;
         let status = response.status();
         if !status.is_success() {
-            let retry_after = if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            let retry_after = if status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::SERVICE_UNAVAILABLE
+            {
                 retry_after_secs(response.headers())
             } else {
                 None
@@ -194,7 +201,10 @@ impl HttpFetcher {
         if announced.is_some_and(|len| len > u64::try_from(limit).unwrap_or(u64::MAX)) {
             return Err(too_large());
         }
-        let capacity = announced.and_then(|len| usize::try_from(len).ok()).unwrap_or(0).min(limit);
+        let capacity = announced
+            .and_then(|len| usize::try_from(len).ok())
+            .unwrap_or(0)
+            .min(limit);
         let mut body = Vec::with_capacity(capacity);
         while let Some(chunk) = response.chunk().await.map_err(|e| self.failure(url, e))? {
             if body.len().saturating_add(chunk.len()) > limit {
@@ -287,9 +297,15 @@ mod tests {
     #[test]
     fn retry_after_wins_but_is_capped() {
         let p = RetryPolicy::default();
-        assert_eq!(p.delay(1, Some(Duration::from_secs(2))), Duration::from_secs(2));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
         assert_eq!(p.delay(1, Some(Duration::ZERO)), Duration::ZERO);
-        assert_eq!(p.delay(1, Some(Duration::from_secs(3600))), Duration::from_secs(10));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(3600))),
+            Duration::from_secs(10)
+        );
     }
 
     #[test]
@@ -298,7 +314,10 @@ mod tests {
         assert_eq!(retry_after_secs(&h), None);
         h.insert(RETRY_AFTER, HeaderValue::from_static(" 7 "));
         assert_eq!(retry_after_secs(&h), Some(Duration::from_secs(7)));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(retry_after_secs(&h), None);
         h.insert(RETRY_AFTER, HeaderValue::from_static("-1"));
         assert_eq!(retry_after_secs(&h), None);

@@ -67,17 +67,36 @@ mod tests {
     use super::*;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
-        move |key| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| OsString::from(v))
+        move |key| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| OsString::from(v))
+        }
     }
 
     #[test]
     fn cache_dir_precedence() {
-        let all = env(&[("NUNKI_CACHE_DIR", "/n"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
+        let all = env(&[
+            ("NUNKI_CACHE_DIR", "/n"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ]);
         assert_eq!(cache_dir_from(all), Some(PathBuf::from("/n")));
-        let xdg = env(&[("NUNKI_CACHE_DIR", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
-        assert_eq!(cache_dir_from(xdg), Some(PathBuf::from("/x/nunki/collateral")));
+        let xdg = env(&[
+            ("NUNKI_CACHE_DIR", ""),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ]);
+        assert_eq!(
+            cache_dir_from(xdg),
+            Some(PathBuf::from("/x/nunki/collateral"))
+        );
         let home = env(&[("XDG_CACHE_HOME", "relative"), ("HOME", "/h")]);
-        assert_eq!(cache_dir_from(home), Some(PathBuf::from("/h/.cache/nunki/collateral")));
+        assert_eq!(
+            cache_dir_from(home),
+            Some(PathBuf::from("/h/.cache/nunki/collateral"))
+        );
         assert_eq!(cache_dir_from(env(&[("HOME", "")])), None);
     }
 }

@@ -87,8 +87,9 @@ pub struct SnpMinimumTcb {
     pub fmc: Option<u8>,
 }
 
-/// Which guest policies are acceptable. The migration agent is always refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which guest policies are acceptable. The migration agent is always refused. The default is
+/// the strict choice: debug refused, any ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnpGuestPolicy {
     /// Minimum ABI major version the guest policy must require.
@@ -100,16 +101,6 @@ pub struct SnpGuestPolicy {
     /// Accept guests launched with the DEBUG policy bit (their memory is readable by the host).
     #[serde(rename = "AllowDebug", default)]
     pub allow_debug: bool,
-}
-
-impl Default for SnpGuestPolicy {
-    fn default() -> Self {
-        Self {
-            minimum_abi_major: 0,
-            minimum_abi_minor: 0,
-            allow_debug: false,
-        }
-    }
 }
 
 /// One acceptable SEV-SNP configuration (`ReferenceValues.snp[]`).

@@ -343,6 +343,12 @@ pub fn pem_or_der_certs(input: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
+/// Encodes DER as a PEM `CERTIFICATE` block.
+pub fn to_pem(der: &[u8]) -> String {
+    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der)
+        .unwrap_or_default()
+}
+
 /// Extensions AMD puts into a VCEK or VLEK.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EndorsementExtensions {

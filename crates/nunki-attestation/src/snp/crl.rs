@@ -114,3 +114,18 @@ impl VerifiedCrl {
         self.revoked.iter().any(|s| s == serial_hex)
     }
 }
+
+/// Accepts a CRL as DER or as PEM (`X509 CRL` block) and returns the DER.
+pub fn crl_der_from_pem_or_der(input: &[u8]) -> Result<Vec<u8>, CrlError> {
+    let is_pem = std::str::from_utf8(input).is_ok_and(|t| t.contains("-----BEGIN"));
+    if !is_pem {
+        return Ok(input.to_vec());
+    }
+    for p in x509_parser::pem::Pem::iter_from_buffer(input) {
+        let p = p.map_err(|e| CrlError::Parse(format!("invalid PEM: {e}")))?;
+        if p.label == "X509 CRL" {
+            return Ok(p.contents);
+        }
+    }
+    Err(CrlError::Parse("PEM input holds no X509 CRL block".into()))
+}

@@ -80,11 +80,13 @@ impl TestServer {
 
     fn insert(&self, path_and_query: &str, body: Vec<u8>, content_length: bool) {
         assert!(path_and_query.starts_with('/'), "{path_and_query}");
-        self.state
-            .routes
-            .lock()
-            .unwrap()
-            .insert(path_and_query.to_string(), Route { body, content_length });
+        self.state.routes.lock().unwrap().insert(
+            path_and_query.to_string(),
+            Route {
+                body,
+                content_length,
+            },
+        );
     }
 
     /// Applies `fault` to each of the next `n` requests.
@@ -116,18 +118,28 @@ fn serve(state: &State, mut stream: TcpStream) -> io::Result<()> {
     }
     let head = String::from_utf8_lossy(&head).into_owned();
     let mut lines = head.split("\r\n");
-    let target = lines.next().and_then(|l| l.split(' ').nth(1)).unwrap_or("").to_string();
+    let target = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or("")
+        .to_string();
     let user_agent = lines.find_map(|l| {
         let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("user-agent").then(|| v.trim().to_string())
+        k.eq_ignore_ascii_case("user-agent")
+            .then(|| v.trim().to_string())
     });
     state.hits.fetch_add(1, Ordering::SeqCst);
-    state.seen.lock().unwrap().push(Seen { target: target.clone(), user_agent });
+    state.seen.lock().unwrap().push(Seen {
+        target: target.clone(),
+        user_agent,
+    });
 
     let fault = state.faults.lock().unwrap().pop_front();
     match fault {
         Some(Fault::Status(code, retry_after)) => {
-            let extra = retry_after.map(|v| format!("Retry-After: {v}\r\n")).unwrap_or_default();
+            let extra = retry_after
+                .map(|v| format!("Retry-After: {v}\r\n"))
+                .unwrap_or_default();
             return respond(&mut stream, code, &extra, b"injected failure", true);
         }
         Some(Fault::Delay(d)) => thread::sleep(d),
@@ -140,7 +152,13 @@ fn serve(state: &State, mut stream: TcpStream) -> io::Result<()> {
     }
 }
 
-fn respond(stream: &mut TcpStream, code: u16, extra: &str, body: &[u8], content_length: bool) -> io::Result<()> {
+fn respond(
+    stream: &mut TcpStream,
+    code: u16,
+    extra: &str,
+    body: &[u8],
+    content_length: bool,
+) -> io::Result<()> {
     let reason = match code {
         200 => "OK",
         404 => "Not Found",
@@ -148,7 +166,11 @@ fn respond(stream: &mut TcpStream, code: u16, extra: &str, body: &[u8], content_
         503 => "Service Unavailable",
         _ => "Whatever",
     };
-    let length = if content_length { format!("Content-Length: {}\r\n", body.len()) } else { String::new() };
+    let length = if content_length {
+        format!("Content-Length: {}\r\n", body.len())
+    } else {
+        String::new()
+    };
     let head = format!("HTTP/1.1 {code} {reason}\r\nConnection: close\r\n{length}{extra}\r\n");
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
