@@ -13,7 +13,9 @@ use nunki_attestation::snp::tcb::TcbLayout;
 use nunki_attestation::snp::validate::{SnpPolicy, validate};
 use nunki_attestation::snp::verify::{Evidence, SnpVerifier, TrustStore, VerifiedReport};
 use nunki_attestation::time_util::{parse_rfc3339, rfc3339, unix_seconds};
-use nunki_manifest::{HostData, Measurement, ReportData, Sha256Fingerprint, SnpMinimumTcb, SnpProduct};
+use nunki_manifest::{
+    HostData, Measurement, ReportData, Sha256Fingerprint, SnpMinimumTcb, SnpProduct,
+};
 use serde_json::json;
 
 /// Report subcommands.
@@ -29,7 +31,7 @@ pub enum ReportCmd {
     },
     /// Verify a report's signature and certificate chain, then check the given reference values.
     /// Exit status 0 only when every check passed.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
 }
 
 /// Arguments of `nunki report verify`.
@@ -137,7 +139,8 @@ pub fn run(cmd: ReportCmd) -> Result<ExitCode> {
 
 fn load_report(file: &Path) -> Result<(Report, Vec<u8>)> {
     let raw = read(file, "report")?;
-    Report::parse_binary_or_hex(&raw).with_context(|| format!("{} is not an SNP report", file.display()))
+    Report::parse_binary_or_hex(&raw)
+        .with_context(|| format!("{} is not an SNP report", file.display()))
 }
 
 fn show(file: &Path, json: bool) -> Result<ExitCode> {
@@ -149,7 +152,9 @@ fn show(file: &Path, json: bool) -> Result<ExitCode> {
             .iter()
             .map(|(name, t)| (format!("{name}_tcb_decoded"), json!(t)))
             .collect();
-        let product = report.cpuid_product().map(|p| p.map(|p| p.to_string()).map_err(|e| e.to_string()));
+        let product = report
+            .cpuid_product()
+            .map(|p| p.map(|p| p.to_string()).map_err(|e| e.to_string()));
         let out = json!({
             "report": report,
             "tcb_layout": layout,
@@ -227,10 +232,15 @@ fn render_report(r: &Report, layout: TcbLayout) -> String {
                 c.family,
                 c.model,
                 c.stepping,
-                c.product().map(|p| p.to_string()).unwrap_or_else(|e| e.to_string())
+                c.product()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|e| e.to_string())
             ),
         ),
-        None => line("CPUID", "(not in v2 reports; product comes from the VCEK)".into()),
+        None => line(
+            "CPUID",
+            "(not in v2 reports; product comes from the VCEK)".into(),
+        ),
     }
     line("CHIP_ID", r.chip_id.to_hex());
     let layout_name = match layout {
@@ -239,8 +249,16 @@ fn render_report(r: &Report, layout: TcbLayout) -> String {
     };
     for (name, raw, t) in [
         ("CURRENT_TCB", r.current_tcb, r.current_tcb.decode(layout)),
-        ("COMMITTED_TCB", r.committed_tcb, r.committed_tcb.decode(layout)),
-        ("REPORTED_TCB", r.reported_tcb, r.reported_tcb.decode(layout)),
+        (
+            "COMMITTED_TCB",
+            r.committed_tcb,
+            r.committed_tcb.decode(layout),
+        ),
+        (
+            "REPORTED_TCB",
+            r.reported_tcb,
+            r.reported_tcb.decode(layout),
+        ),
         ("LAUNCH_TCB", r.launch_tcb, r.launch_tcb.decode(layout)),
     ] {
         line(name, format!("{} ({t}; {layout_name})", hex::encode(raw.0)));
@@ -263,7 +281,11 @@ fn verify(a: &VerifyArgs) -> Result<ExitCode> {
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("{}", a.cert.display()))?;
     let [cert] = cert.as_slice() else {
-        bail!("{}: expected exactly one certificate (the VCEK or VLEK), found {}", a.cert.display(), cert.len());
+        bail!(
+            "{}: expected exactly one certificate (the VCEK or VLEK), found {}",
+            a.cert.display(),
+            cert.len()
+        );
     };
     let chain = match &a.chain {
         Some(p) => Some(
@@ -274,11 +296,16 @@ fn verify(a: &VerifyArgs) -> Result<ExitCode> {
         None => None,
     };
     let crl = match &a.crl {
-        Some(p) => Some(crl_der_from_pem_or_der(&read(p, "CRL")?).with_context(|| format!("{}", p.display()))?),
+        Some(p) => Some(
+            crl_der_from_pem_or_der(&read(p, "CRL")?)
+                .with_context(|| format!("{}", p.display()))?,
+        ),
         None => None,
     };
     let now = match &a.at {
-        Some(s) => parse_rfc3339(s).map_err(anyhow::Error::msg).context("--at")?,
+        Some(s) => parse_rfc3339(s)
+            .map_err(anyhow::Error::msg)
+            .context("--at")?,
         None => SystemTime::now(),
     };
     let mut trust = TrustStore::amd();
@@ -316,14 +343,25 @@ fn verify(a: &VerifyArgs) -> Result<ExitCode> {
         Err(e) => (None, vec![format!("verification: {e}")]),
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&json_result(verified.as_ref(), &failures, now))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json_result(verified.as_ref(), &failures, now))?
+        );
     } else {
         print_result(verified.as_ref(), &failures, now, crl.is_some());
     }
-    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-fn json_result(v: Option<&VerifiedReport>, failures: &[String], now: SystemTime) -> serde_json::Value {
+fn json_result(
+    v: Option<&VerifiedReport>,
+    failures: &[String],
+    now: SystemTime,
+) -> serde_json::Value {
     json!({
         "ok": failures.is_empty(),
         "verified_at": rfc3339(unix_seconds(now)),
@@ -347,15 +385,34 @@ fn print_result(v: Option<&VerifiedReport>, failures: &[String], now: SystemTime
             }
         };
         println!("verified at {}:", rfc3339(unix_seconds(now)));
-        println!("  ok  report signature (ECDSA P-384 over 0x000..0x2A0) by the {:?}", v.signer());
-        println!("  ok  chain {:?} -> {} -> {root} ({})", v.signer(), if v.signer() == nunki_attestation::SignerKind::Vlek { "ASVK" } else { "ASK" }, v.root_fingerprint());
+        println!(
+            "  ok  report signature (ECDSA P-384 over 0x000..0x2A0) by the {:?}",
+            v.signer()
+        );
+        println!(
+            "  ok  chain {:?} -> {} -> {root} ({})",
+            v.signer(),
+            if v.signer() == nunki_attestation::SignerKind::Vlek {
+                "ASVK"
+            } else {
+                "ASK"
+            },
+            v.root_fingerprint()
+        );
         println!("  ok  certificate validity windows");
-        println!("  ok  {:?} TCB extensions = REPORTED_TCB ({})", v.signer(), v.report().reported_tcb.decode(v.layout()));
+        println!(
+            "  ok  {:?} TCB extensions = REPORTED_TCB ({})",
+            v.signer(),
+            v.report().reported_tcb.decode(v.layout())
+        );
         if v.signer() == nunki_attestation::SignerKind::Vcek {
             println!("  ok  VCEK hwID = CHIP_ID");
         }
         if crl {
-            println!("  ok  CRL signed by the ARK, current, intermediate and {:?} not revoked", v.signer());
+            println!(
+                "  ok  CRL signed by the ARK, current, intermediate and {:?} not revoked",
+                v.signer()
+            );
         }
         println!("  measurement {}", v.report().measurement);
         println!("  host data   {}", v.report().host_data);
@@ -376,12 +433,31 @@ mod tests {
     #[test]
     fn min_tcb_parses_and_rejects() {
         let t = parse_min_tcb("bootloader=10,tee=0,snp=23,microcode=84").unwrap();
-        assert_eq!((t.bootloader, t.tee, t.snp, t.microcode, t.fmc), (10, 0, 23, 84, None));
+        assert_eq!(
+            (t.bootloader, t.tee, t.snp, t.microcode, t.fmc),
+            (10, 0, 23, 84, None)
+        );
         let t = parse_min_tcb("bl=1, tee=0, snp=2, ucode=71, fmc=0").unwrap();
         assert_eq!(t.fmc, Some(0));
-        assert!(parse_min_tcb("snp=23").unwrap_err().contains("missing bootloader"));
-        assert!(parse_min_tcb("bootloader=1,tee=0,snp=300,microcode=1").unwrap_err().contains("not a number"));
-        assert!(parse_min_tcb("bootloader=1,tee=0,snp=3,microcode=1,xyz=2").unwrap_err().contains("unknown"));
-        assert!(parse_min_tcb("bootloader=1,bootloader=2").unwrap_err().contains("twice"));
+        assert!(
+            parse_min_tcb("snp=23")
+                .unwrap_err()
+                .contains("missing bootloader")
+        );
+        assert!(
+            parse_min_tcb("bootloader=1,tee=0,snp=300,microcode=1")
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(
+            parse_min_tcb("bootloader=1,tee=0,snp=3,microcode=1,xyz=2")
+                .unwrap_err()
+                .contains("unknown")
+        );
+        assert!(
+            parse_min_tcb("bootloader=1,bootloader=2")
+                .unwrap_err()
+                .contains("twice")
+        );
     }
 }

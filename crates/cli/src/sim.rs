@@ -109,10 +109,15 @@ fn show(p: &SimPlatform, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("Simulated SEV-SNP platform (a software stand-in: it proves the protocol, not isolation)");
+    println!(
+        "Simulated SEV-SNP platform (a software stand-in: it proves the protocol, not isolation)"
+    );
     println!("  directory         {dir}");
     println!("  imitates          {}", p.config().product);
-    println!("  root fingerprint  {}  (SHA-256 of the simulated ARK)", p.root_fingerprint());
+    println!(
+        "  root fingerprint  {}  (SHA-256 of the simulated ARK)",
+        p.root_fingerprint()
+    );
     println!("  chip id           {}", p.config().chip_id);
     println!();
     println!("Reference values that trust it (manifest.json):");
@@ -137,7 +142,10 @@ fn issue(p: &SimPlatform, req: &SimReportRequest, out: &Path, verify: bool) -> R
     write(&vcek, to_pem(&e.vcek).as_bytes())?;
     let bundle: String = e.chain.iter().map(|c| to_pem(c)).collect();
     write(&chain, bundle.as_bytes())?;
-    write(&out.join("root-fingerprint"), format!("{}\n", p.root_fingerprint()).as_bytes())?;
+    write(
+        &out.join("root-fingerprint"),
+        format!("{}\n", p.root_fingerprint()).as_bytes(),
+    )?;
     let rv = p.reference_values();
     println!(
         "SIMULATED report (v{}, {}) written to {} (not AMD hardware: a software stand-in)",

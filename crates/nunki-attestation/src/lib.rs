@@ -12,4 +12,6 @@ pub mod time_util;
 
 pub use snp::report::{Report, ReportError};
 pub use snp::validate::{SnpPolicy, ValidationError, ValidationErrors};
-pub use snp::verify::{Evidence, RootKind, SignerKind, SnpVerifier, TrustStore, VerifiedReport, VerifyError};
+pub use snp::verify::{
+    Evidence, RootKind, SignerKind, SnpVerifier, TrustStore, VerifiedReport, VerifyError,
+};

@@ -14,13 +14,18 @@ pub fn unix_seconds(t: SystemTime) -> i64 {
 pub fn rfc3339(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| format!("@{secs}"))
 }
 
 /// Parses an RFC 3339 timestamp into a [`SystemTime`].
 pub fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("not an RFC 3339 timestamp ({e}): {s:?}, e.g. 2025-06-01T00:00:00Z"))?;
+        .map_err(|e| {
+            format!("not an RFC 3339 timestamp ({e}): {s:?}, e.g. 2025-06-01T00:00:00Z")
+        })?;
     Ok(SystemTime::from(t))
 }

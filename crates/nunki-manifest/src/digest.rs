@@ -181,7 +181,13 @@ mod tests {
     fn non_hex_is_rejected() {
         let s = "zz".repeat(32);
         let err = s.parse::<PolicyHash>().unwrap_err();
-        assert!(matches!(err, DigestParseError::NotHex { what: "PolicyHash", .. }));
+        assert!(matches!(
+            err,
+            DigestParseError::NotHex {
+                what: "PolicyHash",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -83,7 +83,11 @@ pub struct SnpMinimumTcb {
     #[serde(rename = "MicrocodeVersion")]
     pub microcode: u8,
     /// Minimum FMC SPL (Turin only; must be absent for other products).
-    #[serde(rename = "FMCVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "FMCVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fmc: Option<u8>,
 }
 
@@ -205,7 +209,11 @@ mod tests {
         let mut v = sample();
         v["TrustedMeasurment"] = serde_json::json!("00");
         let err = serde_json::from_value::<SnpReferenceValues>(v).unwrap_err();
-        assert!(err.to_string().contains("unknown field `TrustedMeasurment`"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("unknown field `TrustedMeasurment`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -219,7 +227,10 @@ mod tests {
     #[test]
     fn missing_tcb_component_is_an_error() {
         let mut v = sample();
-        v["MinimumTCB"].as_object_mut().unwrap().remove("SNPVersion");
+        v["MinimumTCB"]
+            .as_object_mut()
+            .unwrap()
+            .remove("SNPVersion");
         assert!(serde_json::from_value::<SnpReferenceValues>(v).is_err());
     }
 

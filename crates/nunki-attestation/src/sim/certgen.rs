@@ -24,10 +24,10 @@ use crate::snp::tcb::TcbVersion;
 
 /// AMD's RSASSA-PSS parameters: SHA-384, MGF1-SHA-384, salt 48 (DER).
 const PSS_SHA384_PARAMS: [u8; 54] = [
-    0x30, 0x34, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
-    0x02, 0x02, 0x05, 0x00, 0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7,
-    0x0d, 0x01, 0x01, 0x08, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
-    0x02, 0x02, 0x05, 0x00, 0xa2, 0x03, 0x02, 0x01, 0x30,
+    0x30, 0x34, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+    0x02, 0x05, 0x00, 0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01,
+    0x01, 0x08, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05,
+    0x00, 0xa2, 0x03, 0x02, 0x01, 0x30,
 ];
 
 const ORG: &str = "Nunki simulated SEV-SNP platform - NOT AMD hardware";
@@ -70,8 +70,10 @@ fn pss_alg() -> Result<AlgorithmIdentifierOwned, SimError> {
 }
 
 fn name(cn: &str) -> Result<Name, SimError> {
-    Name::from_str(&format!("CN={cn},O={ORG},ST=CA,L=Santa Clara,C=US,OU=Engineering"))
-        .map_err(err("distinguished name"))
+    Name::from_str(&format!(
+        "CN={cn},O={ORG},ST=CA,L=Santa Clara,C=US,OU=Engineering"
+    ))
+    .map_err(err("distinguished name"))
 }
 
 fn time(secs: u64) -> Result<Time, SimError> {
@@ -79,12 +81,18 @@ fn time(secs: u64) -> Result<Time, SimError> {
 }
 
 fn validity(cfg: &SimConfig, years: u64) -> Result<Validity, SimError> {
-    let start = u64::try_from(cfg.created).unwrap_or(0).saturating_sub(24 * 3600);
+    let start = u64::try_from(cfg.created)
+        .unwrap_or(0)
+        .saturating_sub(24 * 3600);
     Ok(Validity::new(time(start)?, time(start + years * YEAR)?))
 }
 
 fn ext<T: Encode>(id: &str, critical: bool, value: &T) -> Result<Extension, SimError> {
-    raw_ext(id, critical, value.to_der().map_err(err("extension value"))?)
+    raw_ext(
+        id,
+        critical,
+        value.to_der().map_err(err("extension value"))?,
+    )
 }
 
 fn raw_ext(id: &str, critical: bool, value: Vec<u8>) -> Result<Extension, SimError> {
@@ -100,7 +108,10 @@ fn ca_extensions(path_len: Option<u8>) -> Result<Vec<Extension>, SimError> {
         ext(
             oid::BASIC_CONSTRAINTS,
             true,
-            &BasicConstraints { ca: true, path_len_constraint: path_len },
+            &BasicConstraints {
+                ca: true,
+                path_len_constraint: path_len,
+            },
         )?,
         ext(
             oid::KEY_USAGE,
@@ -111,7 +122,8 @@ fn ca_extensions(path_len: Option<u8>) -> Result<Vec<Extension>, SimError> {
 }
 
 fn rsa_spki(key: &RsaKeyPair) -> Result<SubjectPublicKeyInfoOwned, SimError> {
-    let der: PublicKeyX509Der<'static> = key.public_key().as_der().map_err(err("RSA public key"))?;
+    let der: PublicKeyX509Der<'static> =
+        key.public_key().as_der().map_err(err("RSA public key"))?;
     SubjectPublicKeyInfoOwned::from_der(der.as_ref()).map_err(err("RSA public key"))
 }
 
@@ -158,7 +170,11 @@ pub(super) fn ark_cert(cfg: &SimConfig, ark: &RsaKeyPair) -> Result<Vec<u8>, Sim
 }
 
 /// The ASK, signed by the ARK.
-pub(super) fn ask_cert(cfg: &SimConfig, ask: &RsaKeyPair, ark: &RsaKeyPair) -> Result<Vec<u8>, SimError> {
+pub(super) fn ask_cert(
+    cfg: &SimConfig,
+    ask: &RsaKeyPair,
+    ark: &RsaKeyPair,
+) -> Result<Vec<u8>, SimError> {
     sign_cert(
         TbsCertificate {
             version: 2,
@@ -217,7 +233,11 @@ pub(super) fn vcek_cert(
     }
     exts.push(ext(oid::AMD_UCODE_SPL, false, &tcb.microcode)?);
     let chip = cfg.chip_id.as_bytes();
-    let hwid = if turin { chip.get(..8).unwrap_or_default() } else { &chip[..] };
+    let hwid = if turin {
+        chip.get(..8).unwrap_or_default()
+    } else {
+        &chip[..]
+    };
     exts.push(raw_ext(oid::AMD_HWID, false, hwid.to_vec())?);
     sign_cert(
         TbsCertificate {
@@ -247,7 +267,8 @@ pub(super) fn crl(
         .iter()
         .map(|s| {
             Ok(RevokedCert {
-                serial_number: SerialNumber::<x509_cert::certificate::Rfc5280>::new(s).map_err(err("revoked serial"))?,
+                serial_number: SerialNumber::<x509_cert::certificate::Rfc5280>::new(s)
+                    .map_err(err("revoked serial"))?,
                 revocation_date: this,
                 crl_entry_extensions: None,
             })

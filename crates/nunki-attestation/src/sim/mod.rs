@@ -112,17 +112,47 @@ impl From<TcbVersion> for SimTcb {
 /// A realistic TCB for each product (values seen on real machines).
 pub fn default_tcb(product: SnpProduct) -> TcbVersion {
     match product {
-        SnpProduct::Milan => TcbVersion { fmc: None, bootloader: 4, tee: 0, snp: 24, microcode: 219 },
-        SnpProduct::Genoa => TcbVersion { fmc: None, bootloader: 10, tee: 0, snp: 23, microcode: 84 },
-        SnpProduct::Turin => TcbVersion { fmc: Some(0), bootloader: 1, tee: 0, snp: 2, microcode: 71 },
+        SnpProduct::Milan => TcbVersion {
+            fmc: None,
+            bootloader: 4,
+            tee: 0,
+            snp: 24,
+            microcode: 219,
+        },
+        SnpProduct::Genoa => TcbVersion {
+            fmc: None,
+            bootloader: 10,
+            tee: 0,
+            snp: 23,
+            microcode: 84,
+        },
+        SnpProduct::Turin => TcbVersion {
+            fmc: Some(0),
+            bootloader: 1,
+            tee: 0,
+            snp: 2,
+            microcode: 71,
+        },
     }
 }
 
 fn cpuid_for(product: SnpProduct) -> Cpuid {
     match product {
-        SnpProduct::Milan => Cpuid { family: 0x19, model: 0x01, stepping: 1 },
-        SnpProduct::Genoa => Cpuid { family: 0x19, model: 0x11, stepping: 1 },
-        SnpProduct::Turin => Cpuid { family: 0x1A, model: 0x02, stepping: 1 },
+        SnpProduct::Milan => Cpuid {
+            family: 0x19,
+            model: 0x01,
+            stepping: 1,
+        },
+        SnpProduct::Genoa => Cpuid {
+            family: 0x19,
+            model: 0x11,
+            stepping: 1,
+        },
+        SnpProduct::Turin => Cpuid {
+            family: 0x1A,
+            model: 0x02,
+            stepping: 1,
+        },
     }
 }
 
@@ -204,7 +234,8 @@ impl SimPlatform {
     pub fn generate(product: SnpProduct, now: SystemTime) -> Result<Self, SimError> {
         let rng = SystemRandom::new();
         let mut chip = [0u8; 64];
-        rng.fill(&mut chip).map_err(|_| SimError::Crypto("random CHIP_ID".into()))?;
+        rng.fill(&mut chip)
+            .map_err(|_| SimError::Crypto("random CHIP_ID".into()))?;
         if product.has_fmc() {
             // Turin CHIP_IDs carry 8 significant bytes.
             for b in chip.iter_mut().skip(8) {
@@ -212,7 +243,8 @@ impl SimPlatform {
             }
         }
         let measurement = {
-            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, b"nunki simulated guest v1");
+            let d =
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, b"nunki simulated guest v1");
             Measurement::from_slice(d.as_ref()).map_err(|e| SimError::Crypto(e.to_string()))?
         };
         let config = SimConfig {
@@ -301,7 +333,9 @@ impl SimPlatform {
     pub fn vcek_for(&self, tcb: TcbVersion) -> Result<Vec<u8>, SimError> {
         let layout = TcbLayout::for_product(self.config.product);
         if layout == TcbLayout::Turin && tcb.fmc.is_none() {
-            return Err(SimError::Request("a Turin TCB needs an FMC component".into()));
+            return Err(SimError::Request(
+                "a Turin TCB needs an FMC component".into(),
+            ));
         }
         let raw = tcb.encode(layout).0;
         let mut cache = self
@@ -311,7 +345,12 @@ impl SimPlatform {
         if let Some(der) = cache.get(&raw) {
             return Ok(der.clone());
         }
-        let der = certgen::vcek_cert(&self.config, tcb, self.vcek_key.public_key().as_ref(), &self.ask_key)?;
+        let der = certgen::vcek_cert(
+            &self.config,
+            tcb,
+            self.vcek_key.public_key().as_ref(),
+            &self.ask_key,
+        )?;
         cache.insert(raw, der.clone());
         Ok(der)
     }
@@ -332,7 +371,11 @@ impl SimPlatform {
         self.rng
             .fill(&mut report_id)
             .map_err(|_| SimError::Crypto("random REPORT_ID".into()))?;
-        let fw = FirmwareVersion { major: 1, minor: 55, build: 42 };
+        let fw = FirmwareVersion {
+            major: 1,
+            minor: 55,
+            build: 42,
+        };
         let mut report = Report {
             version: req.version,
             guest_svn: 0,
@@ -360,7 +403,10 @@ impl SimPlatform {
             launch_tcb: raw_tcb,
             launch_mit_vector: (req.version >= 5).then_some(0),
             current_mit_vector: (req.version >= 5).then_some(0),
-            signature: ReportSignature { r: [0; 72], s: [0; 72] },
+            signature: ReportSignature {
+                r: [0; 72],
+                s: [0; 72],
+            },
         };
         let unsigned = report.encode();
         let signed = unsigned
@@ -389,6 +435,12 @@ impl SimPlatform {
         this_update: SystemTime,
         next_update: SystemTime,
     ) -> Result<Vec<u8>, SimError> {
-        certgen::crl(&self.config, &self.ark_key, revoked, this_update, next_update)
+        certgen::crl(
+            &self.config,
+            &self.ark_key,
+            revoked,
+            this_update,
+            next_update,
+        )
     }
 }

@@ -23,7 +23,11 @@ const ASK_CERT: &str = "ask.der";
 
 /// `$NUNKI_SIM_DIR`, else `$XDG_DATA_HOME/nunki/sim`, else `$HOME/.local/share/nunki/sim`.
 pub fn default_sim_dir() -> Result<PathBuf, SimError> {
-    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let nonempty = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(d) = nonempty("NUNKI_SIM_DIR") {
         return Ok(d);
     }
@@ -70,19 +74,25 @@ pub(super) fn open_or_create(dir: &Path, product: SnpProduct) -> Result<SimPlatf
     if dir.join(CONFIG).exists() {
         return load(dir);
     }
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io(parent))?;
     let tmp = tempdir_in(parent)?;
     let platform = SimPlatform::generate(product, SystemTime::now())?;
     let pk8 = |k: &RsaKeyPair| -> Result<Vec<u8>, SimError> {
-        let d: Pkcs8V1Der<'static> = k.as_der().map_err(|e| SimError::Crypto(format!("PKCS#8: {e}")))?;
+        let d: Pkcs8V1Der<'static> = k
+            .as_der()
+            .map_err(|e| SimError::Crypto(format!("PKCS#8: {e}")))?;
         Ok(d.as_ref().to_vec())
     };
     let vcek = platform
         .vcek_key
         .to_pkcs8v1()
         .map_err(|e| SimError::Crypto(format!("PKCS#8: {e}")))?;
-    let config = serde_json::to_vec_pretty(&platform.config).map_err(|e| SimError::Crypto(e.to_string()))?;
+    let config =
+        serde_json::to_vec_pretty(&platform.config).map_err(|e| SimError::Crypto(e.to_string()))?;
     write_file(&tmp, ARK_KEY, &pk8(&platform.ark_key)?, true)?;
     write_file(&tmp, ASK_KEY, &pk8(&platform.ask_key)?, true)?;
     write_file(&tmp, VCEK_KEY, vcek.as_ref(), true)?;
@@ -131,17 +141,27 @@ fn load(dir: &Path) -> Result<SimPlatform, SimError> {
         path: dir.join(name),
         reason,
     };
-    let ark_key = RsaKeyPair::from_pkcs8(&read(dir, ARK_KEY)?).map_err(|e| bad(ARK_KEY, e.to_string()))?;
-    let ask_key = RsaKeyPair::from_pkcs8(&read(dir, ASK_KEY)?).map_err(|e| bad(ASK_KEY, e.to_string()))?;
-    let vcek_key = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &read(dir, VCEK_KEY)?)
-        .map_err(|e| bad(VCEK_KEY, e.to_string()))?;
+    let ark_key =
+        RsaKeyPair::from_pkcs8(&read(dir, ARK_KEY)?).map_err(|e| bad(ARK_KEY, e.to_string()))?;
+    let ask_key =
+        RsaKeyPair::from_pkcs8(&read(dir, ASK_KEY)?).map_err(|e| bad(ASK_KEY, e.to_string()))?;
+    let vcek_key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &read(dir, VCEK_KEY)?)
+            .map_err(|e| bad(VCEK_KEY, e.to_string()))?;
     let ark_der = read(dir, ARK_CERT)?;
     let ask_der = read(dir, ASK_CERT)?;
     // The certificates must belong to the keys next to them.
-    let ark = CertInfo::from_der("simulated ARK", &ark_der).map_err(|e| bad(ARK_CERT, e.to_string()))?;
-    let ask = CertInfo::from_der("simulated ASK", &ask_der).map_err(|e| bad(ASK_CERT, e.to_string()))?;
-    if ark.public_key != ark_key.public_key().as_ref() || ask.public_key != ask_key.public_key().as_ref() {
-        return Err(bad(ARK_CERT, "certificates do not match the key files".into()));
+    let ark =
+        CertInfo::from_der("simulated ARK", &ark_der).map_err(|e| bad(ARK_CERT, e.to_string()))?;
+    let ask =
+        CertInfo::from_der("simulated ASK", &ask_der).map_err(|e| bad(ASK_CERT, e.to_string()))?;
+    if ark.public_key != ark_key.public_key().as_ref()
+        || ask.public_key != ask_key.public_key().as_ref()
+    {
+        return Err(bad(
+            ARK_CERT,
+            "certificates do not match the key files".into(),
+        ));
     }
     if ark.subject_cn.as_deref() != Some(format!("ARK-{}", config.product).as_str()) {
         return Err(bad(ARK_CERT, format!("ARK is not for {}", config.product)));

@@ -165,7 +165,10 @@ impl CertInfo {
         };
         let (rest, cert) = X509Certificate::from_der(der).map_err(|e| perr(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(perr(format!("{} trailing bytes after the certificate", rest.len())));
+            return Err(perr(format!(
+                "{} trailing bytes after the certificate",
+                rest.len()
+            )));
         }
         let used = der.len() - rest.len();
         let der = der.get(..used).unwrap_or(der).to_vec();
@@ -241,7 +244,13 @@ impl CertInfo {
                 actual: self.issuer.clone(),
             });
         }
-        verify_pss_sha384(&self.which, &self.sig_alg, &self.tbs, &self.signature, issuer)
+        verify_pss_sha384(
+            &self.which,
+            &self.sig_alg,
+            &self.tbs,
+            &self.signature,
+            issuer,
+        )
     }
 
     /// Requires an X.509 v3 certificate signed with AMD's RSASSA-PSS parameters.
@@ -309,7 +318,11 @@ pub fn verify_pss_sha384(
         .verify(signed, sig)
         .map_err(|_| CertError::Signature {
             which: which.to_string(),
-            issuer: format!("{} ({})", issuer.which, issuer.subject_cn.as_deref().unwrap_or("?")),
+            issuer: format!(
+                "{} ({})",
+                issuer.which,
+                issuer.subject_cn.as_deref().unwrap_or("?")
+            ),
         })
 }
 
@@ -345,8 +358,7 @@ pub fn pem_or_der_certs(input: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 
 /// Encodes DER as a PEM `CERTIFICATE` block.
 pub fn to_pem(der: &[u8]) -> String {
-    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der)
-        .unwrap_or_default()
+    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der).unwrap_or_default()
 }
 
 /// Extensions AMD puts into a VCEK or VLEK.
@@ -383,7 +395,8 @@ fn ser_opt_hex<S: serde::Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok,
 }
 
 fn der_u8(cert: &CertInfo, name: &str, bytes: &[u8]) -> Result<u8, CertError> {
-    <u8 as der::Decode>::from_der(bytes).map_err(|e| cert.profile(format!("extension {name}: not a DER INTEGER 0..=255: {e}")))
+    <u8 as der::Decode>::from_der(bytes)
+        .map_err(|e| cert.profile(format!("extension {name}: not a DER INTEGER 0..=255: {e}")))
 }
 
 fn der_ia5(cert: &CertInfo, name: &str, bytes: &[u8]) -> Result<String, CertError> {
@@ -406,16 +419,20 @@ impl EndorsementExtensions {
             cert.extension(oid_text)?
                 .ok_or_else(|| cert.profile(format!("missing AMD extension {name} ({oid_text})")))
         };
-        let product_name = der_ia5(cert, "productName", required(oid::AMD_PRODUCT_NAME, "productName")?)?;
+        let product_name = der_ia5(
+            cert,
+            "productName",
+            required(oid::AMD_PRODUCT_NAME, "productName")?,
+        )?;
         let product = product_from_name(&product_name).ok_or_else(|| {
-            cert.profile(format!("productName {product_name:?} is not Milan, Genoa or Turin"))
+            cert.profile(format!(
+                "productName {product_name:?} is not Milan, Genoa or Turin"
+            ))
         })?;
         let struct_version = match cert.extension(oid::AMD_STRUCT_VERSION)? {
-            Some(b) => {
-                Some(<u64 as der::Decode>::from_der(b).map_err(|e| {
-                    cert.profile(format!("extension structVersion: not a DER INTEGER: {e}"))
-                })?)
-            }
+            Some(b) => Some(<u64 as der::Decode>::from_der(b).map_err(|e| {
+                cert.profile(format!("extension structVersion: not a DER INTEGER: {e}"))
+            })?),
             None => None,
         };
         let fmc_spl = match cert.extension(oid::AMD_FMC_SPL)? {
@@ -469,7 +486,10 @@ mod tests {
     #[test]
     fn garbage_is_a_parse_error_not_a_panic() {
         for input in [&b""[..], &[0x30, 0x82, 0xff, 0xff], &[0x30; 100]] {
-            assert!(matches!(CertInfo::from_der("VCEK", input), Err(CertError::Parse { .. })));
+            assert!(matches!(
+                CertInfo::from_der("VCEK", input),
+                Err(CertError::Parse { .. })
+            ));
         }
     }
 }

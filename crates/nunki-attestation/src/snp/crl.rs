@@ -33,7 +33,9 @@ pub enum CrlError {
         now: String,
     },
     /// Past nextUpdate: a stale CRL cannot prove that nothing was revoked since.
-    #[error("CRL: stale, nextUpdate {next_update} is before the verification time {now}; fetch a current CRL")]
+    #[error(
+        "CRL: stale, nextUpdate {next_update} is before the verification time {now}; fetch a current CRL"
+    )]
     Stale {
         /// nextUpdate.
         next_update: String,
@@ -73,7 +75,9 @@ impl VerifiedCrl {
         if matches!(alg, SigAlg::Other(_)) || tbs.signature != crl.signature_algorithm {
             return Err(CrlError::Signature(CertError::Profile {
                 which: "CRL".into(),
-                reason: "signature algorithm must be RSASSA-PSS SHA-384 (salt 48) and match the TBS".into(),
+                reason:
+                    "signature algorithm must be RSASSA-PSS SHA-384 (salt 48) and match the TBS"
+                        .into(),
             }));
         }
         certs::verify_pss_sha384("CRL", &alg, tbs.as_ref(), &crl.signature_value.data, ark)

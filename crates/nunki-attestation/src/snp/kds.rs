@@ -114,7 +114,10 @@ impl<F: HttpGet> Kds<F> {
         let tcb = report.reported_tcb.decode(TcbLayout::for_product(product));
         let chip = report.chip_id.as_bytes();
         let (hwid, fmc) = if product.has_fmc() {
-            (hex::encode(chip.get(..8).unwrap_or_default()), tcb.fmc.map(|f| format!("fmcSPL={f:02}&")))
+            (
+                hex::encode(chip.get(..8).unwrap_or_default()),
+                tcb.fmc.map(|f| format!("fmcSPL={f:02}&")),
+            )
         } else {
             (hex::encode(chip), None)
         };
@@ -133,16 +136,30 @@ impl<F: HttpGet> Kds<F> {
 
     /// URL of the intermediate + ARK bundle.
     pub fn cert_chain_url(&self, product: SnpProduct, signer: SignerKind) -> String {
-        format!("{}/{}/v1/{}/cert_chain", self.base, key_path(signer), product.name())
+        format!(
+            "{}/{}/v1/{}/cert_chain",
+            self.base,
+            key_path(signer),
+            product.name()
+        )
     }
 
     /// URL of the ARK-signed CRL.
     pub fn crl_url(&self, product: SnpProduct, signer: SignerKind) -> String {
-        format!("{}/{}/v1/{}/crl", self.base, key_path(signer), product.name())
+        format!(
+            "{}/{}/v1/{}/crl",
+            self.base,
+            key_path(signer),
+            product.name()
+        )
     }
 
     /// Fetches the VCEK (DER) for a report. VLEKs are not published by KDS.
-    pub async fn fetch_vcek(&self, product: SnpProduct, report: &Report) -> Result<Vec<u8>, KdsError> {
+    pub async fn fetch_vcek(
+        &self,
+        product: SnpProduct,
+        report: &Report,
+    ) -> Result<Vec<u8>, KdsError> {
         if report.chip_id.is_zero() {
             return Err(KdsError::Unsupported(
                 "the report's CHIP_ID is masked (all zero), so its VCEK cannot be looked up; supply the certificate from the host".into(),
@@ -150,7 +167,10 @@ impl<F: HttpGet> Kds<F> {
         }
         let url = self.vcek_url(product, report);
         let body = self.http.get(&url).await?;
-        let certs = certs::pem_or_der_certs(&body).map_err(|reason| KdsError::Body { url: url.clone(), reason })?;
+        let certs = certs::pem_or_der_certs(&body).map_err(|reason| KdsError::Body {
+            url: url.clone(),
+            reason,
+        })?;
         certs.into_iter().next().ok_or(KdsError::Body {
             url,
             reason: "empty body".into(),
@@ -158,21 +178,35 @@ impl<F: HttpGet> Kds<F> {
     }
 
     /// Fetches the intermediate and the ARK (DER each, intermediate first).
-    pub async fn fetch_cert_chain(&self, product: SnpProduct, signer: SignerKind) -> Result<Vec<Vec<u8>>, KdsError> {
+    pub async fn fetch_cert_chain(
+        &self,
+        product: SnpProduct,
+        signer: SignerKind,
+    ) -> Result<Vec<Vec<u8>>, KdsError> {
         let url = self.cert_chain_url(product, signer);
         let body = self.http.get(&url).await?;
-        let certs = certs::pem_or_der_certs(&body).map_err(|reason| KdsError::Body { url: url.clone(), reason })?;
+        let certs = certs::pem_or_der_certs(&body).map_err(|reason| KdsError::Body {
+            url: url.clone(),
+            reason,
+        })?;
         if certs.len() != 2 {
             return Err(KdsError::Body {
                 url,
-                reason: format!("expected 2 PEM certificates (intermediate, ARK), got {}", certs.len()),
+                reason: format!(
+                    "expected 2 PEM certificates (intermediate, ARK), got {}",
+                    certs.len()
+                ),
             });
         }
         Ok(certs)
     }
 
     /// Fetches the CRL (DER).
-    pub async fn fetch_crl(&self, product: SnpProduct, signer: SignerKind) -> Result<Vec<u8>, KdsError> {
+    pub async fn fetch_crl(
+        &self,
+        product: SnpProduct,
+        signer: SignerKind,
+    ) -> Result<Vec<u8>, KdsError> {
         let url = self.crl_url(product, signer);
         Ok(self.http.get(&url).await?)
     }

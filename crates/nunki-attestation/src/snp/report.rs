@@ -222,7 +222,12 @@ pub struct ReportSignature {
 
 impl std::fmt::Debug for ReportSignature {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ReportSignature(r={}, s={})", hex::encode(self.r), hex::encode(self.s))
+        write!(
+            f,
+            "ReportSignature(r={}, s={})",
+            hex::encode(self.r),
+            hex::encode(self.s)
+        )
     }
 }
 
@@ -378,8 +383,9 @@ impl Writer {
 impl Report {
     /// Parses raw report bytes (exactly 0x4A0 bytes).
     pub fn parse(bytes: &[u8]) -> Result<Self, ReportError> {
-        let raw: &[u8; REPORT_LEN] =
-            bytes.try_into().map_err(|_| ReportError::Length(bytes.len()))?;
+        let raw: &[u8; REPORT_LEN] = bytes
+            .try_into()
+            .map_err(|_| ReportError::Length(bytes.len()))?;
         let r = Reader(raw);
         let version = r.u32(0x000);
         if !SUPPORTED_VERSIONS.contains(&version) {
@@ -442,7 +448,11 @@ impl Report {
         if input.len() == REPORT_LEN {
             return Ok((Self::parse(input)?, input.to_vec()));
         }
-        let text: Vec<u8> = input.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+        let text: Vec<u8> = input
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
         if text.len() == 2 * REPORT_LEN && text.iter().all(u8::is_ascii_hexdigit) {
             let bytes = hex::decode(&text).map_err(|e| ReportError::Hex(e.to_string()))?;
             return Ok((Self::parse(&bytes)?, bytes));
@@ -605,25 +615,41 @@ mod tests {
         for v in [0u32, 1, 4, 6, u32::MAX] {
             let mut b = [0u8; REPORT_LEN];
             b[..4].copy_from_slice(&v.to_le_bytes());
-            assert_eq!(Report::parse(&b).unwrap_err(), ReportError::UnsupportedVersion(v));
+            assert_eq!(
+                Report::parse(&b).unwrap_err(),
+                ReportError::UnsupportedVersion(v)
+            );
         }
     }
 
     #[test]
     fn rejects_wrong_length() {
-        assert_eq!(Report::parse(&[0u8; 10]).unwrap_err(), ReportError::Length(10));
+        assert_eq!(
+            Report::parse(&[0u8; 10]).unwrap_err(),
+            ReportError::Length(10)
+        );
     }
 
     #[test]
     fn signature_with_high_bytes_is_not_p384() {
-        let mut sig = ReportSignature { r: [0; 72], s: [0; 72] };
+        let mut sig = ReportSignature {
+            r: [0; 72],
+            s: [0; 72],
+        };
         sig.r[50] = 1;
         assert_eq!(sig.to_fixed_p384(), None);
     }
 
     #[test]
     fn cpuid_products() {
-        let c = |family, model| Cpuid { family, model, stepping: 1 }.product();
+        let c = |family, model| {
+            Cpuid {
+                family,
+                model,
+                stepping: 1,
+            }
+            .product()
+        };
         assert_eq!(c(0x19, 0x01).unwrap(), SnpProduct::Milan);
         assert_eq!(c(0x19, 0x11).unwrap(), SnpProduct::Genoa);
         assert_eq!(c(0x19, 0xA0).unwrap(), SnpProduct::Genoa);

@@ -24,11 +24,14 @@ pub struct BuiltinBundle {
 }
 
 /// Pinned SHA-256 fingerprint of ARK-Milan.
-pub const ARK_MILAN_SHA256: &str = "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd";
+pub const ARK_MILAN_SHA256: &str =
+    "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd";
 /// Pinned SHA-256 fingerprint of ARK-Genoa.
-pub const ARK_GENOA_SHA256: &str = "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1";
+pub const ARK_GENOA_SHA256: &str =
+    "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1";
 /// Pinned SHA-256 fingerprint of ARK-Turin.
-pub const ARK_TURIN_SHA256: &str = "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a";
+pub const ARK_TURIN_SHA256: &str =
+    "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a";
 
 /// All built-in bundles.
 pub const BUNDLES: [BuiltinBundle; 6] = [

@@ -122,14 +122,20 @@ mod tests {
     #[test]
     fn milan_example_from_attestation_notes() {
         let t = RawTcb([0x04, 0, 0, 0, 0, 0, 0x18, 0xdb]).decode(TcbLayout::MilanGenoa);
-        assert_eq!((t.bootloader, t.tee, t.snp, t.microcode, t.fmc), (4, 0, 24, 219, None));
+        assert_eq!(
+            (t.bootloader, t.tee, t.snp, t.microcode, t.fmc),
+            (4, 0, 24, 219, None)
+        );
     }
 
     #[test]
     fn turin_example_from_attestation_notes() {
         let raw = RawTcb([0x00, 0x01, 0x00, 0x02, 0, 0, 0, 0x47]);
         let t = raw.decode(TcbLayout::Turin);
-        assert_eq!((t.fmc, t.bootloader, t.tee, t.snp, t.microcode), (Some(0), 1, 0, 2, 71));
+        assert_eq!(
+            (t.fmc, t.bootloader, t.tee, t.snp, t.microcode),
+            (Some(0), 1, 0, 2, 71)
+        );
         assert_eq!(t.encode(TcbLayout::Turin), raw);
     }
 }

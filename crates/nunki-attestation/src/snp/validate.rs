@@ -62,7 +62,10 @@ impl SnpPolicy {
             report_data: None,
             minimum_tcb: Some(rv.minimum_tcb),
             allow_debug: rv.guest_policy.allow_debug,
-            minimum_abi: Some((rv.guest_policy.minimum_abi_major, rv.guest_policy.minimum_abi_minor)),
+            minimum_abi: Some((
+                rv.guest_policy.minimum_abi_major,
+                rv.guest_policy.minimum_abi_minor,
+            )),
             vmpl: Some(rv.vmpl),
             allowed_chip_ids: rv.allowed_chip_ids.clone(),
             allowed_id_key_digests: rv.allowed_id_key_digests.clone(),
@@ -78,7 +81,11 @@ impl SnpPolicy {
     }
 
     /// Adds the per-connection expectations.
-    pub fn expecting(mut self, host_data: Option<HostData>, report_data: Option<ReportData>) -> Self {
+    pub fn expecting(
+        mut self,
+        host_data: Option<HostData>,
+        report_data: Option<ReportData>,
+    ) -> Self {
         self.host_data = host_data;
         self.report_data = report_data;
         self
@@ -152,13 +159,17 @@ pub enum ValidationError {
         policy: u64,
     },
     /// Migration agent allowed by the guest policy.
-    #[error("GuestPolicy: report's guest policy 0x{policy:x} allows a migration agent (MIGRATE_MA); never accepted")]
+    #[error(
+        "GuestPolicy: report's guest policy 0x{policy:x} allows a migration agent (MIGRATE_MA); never accepted"
+    )]
     MigrationAgent {
         /// Raw policy.
         policy: u64,
     },
     /// ABI too old.
-    #[error("GuestPolicy.MinimumABI: report's guest policy requires ABI {actual_major}.{actual_minor}, reference values need >= {major}.{minor}")]
+    #[error(
+        "GuestPolicy.MinimumABI: report's guest policy requires ABI {actual_major}.{actual_minor}, reference values need >= {major}.{minor}"
+    )]
     Abi {
         /// Required major.
         major: u8,
@@ -186,7 +197,10 @@ pub enum ValidationError {
         actual: ChipId,
     },
     /// ID key not allowed.
-    #[error("AllowedIDKeyDigests: report ID_KEY_DIGEST {actual} is not allowed: {}", join(allowed))]
+    #[error(
+        "AllowedIDKeyDigests: report ID_KEY_DIGEST {actual} is not allowed: {}",
+        join(allowed)
+    )]
     IdKey {
         /// Allowed.
         allowed: Vec<IdKeyDigest>,
@@ -196,7 +210,10 @@ pub enum ValidationError {
 }
 
 fn join<T: fmt::Display>(v: &[T]) -> String {
-    v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Every failed check of one validation.
@@ -315,7 +332,11 @@ pub fn validate(verified: &VerifiedReport, policy: &SnpPolicy) -> Result<(), Val
             actual: r.id_key_digest,
         });
     }
-    if errs.is_empty() { Ok(()) } else { Err(ValidationErrors(errs)) }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errs))
+    }
 }
 
 fn check_tcb(verified: &VerifiedReport, min: &SnpMinimumTcb, errs: &mut Vec<ValidationError>) {

@@ -33,10 +33,14 @@ pub enum VerifyError {
     #[error("report SIGNATURE_ALGO is {0}, only 1 (ECDSA P-384 with SHA-384) is defined")]
     SignatureAlgorithm(u32),
     /// KEY_INFO names no usable signing key.
-    #[error("report KEY_INFO.SIGNING_KEY is {0:?}; only VCEK (0) and VLEK (1) signed reports can be verified")]
+    #[error(
+        "report KEY_INFO.SIGNING_KEY is {0:?}; only VCEK (0) and VLEK (1) signed reports can be verified"
+    )]
     SigningKey(SigningKey),
     /// The report names one key type, the certificate is the other.
-    #[error("report says it was signed by the {report:?}, but the supplied certificate is a {cert:?}")]
+    #[error(
+        "report says it was signed by the {report:?}, but the supplied certificate is a {cert:?}"
+    )]
     SignerMismatch {
         /// From KEY_INFO.
         report: SignerKind,
@@ -106,7 +110,9 @@ pub enum VerifyError {
         report: String,
     },
     /// The ECDSA signature over the report does not verify.
-    #[error("report signature: ECDSA P-384 signature over bytes 0x000..0x2A0 does not verify with the {0:?} key")]
+    #[error(
+        "report signature: ECDSA P-384 signature over bytes 0x000..0x2A0 does not verify with the {0:?} key"
+    )]
     ReportSignature(SignerKind),
 }
 
@@ -194,28 +200,45 @@ fn load_builtin() -> Result<Vec<BuiltinRoot>, String> {
     let mut out: Vec<BuiltinRoot> = Vec::new();
     for product in SnpProduct::ALL {
         let mut ark: Option<Arc<CertInfo>> = None;
-        let mut inter = [None, None];
+        let (mut ask, mut asvk) = (None, None);
         for b in roots::BUNDLES.iter().filter(|b| b.product == product) {
             let ders = certs::pem_or_der_certs(b.pem.as_bytes())?;
             let [i_der, a_der] = ders.as_slice() else {
-                return Err(format!("built-in {product} bundle must hold 2 certificates"));
+                return Err(format!(
+                    "built-in {product} bundle must hold 2 certificates"
+                ));
             };
             let which = if b.vlek { "ASVK" } else { "ASK" };
-            let i = CertInfo::from_der(&format!("built-in {which}-{product}"), i_der).map_err(|e| e.to_string())?;
-            let a = CertInfo::from_der(&format!("built-in ARK-{product}"), a_der).map_err(|e| e.to_string())?;
-            if i.fingerprint.to_hex() != b.intermediate_sha256 || a.fingerprint.to_hex() != b.ark_sha256 {
-                return Err(format!("built-in {product} certificates do not match their pinned SHA-256 fingerprints"));
+            let i = CertInfo::from_der(&format!("built-in {which}-{product}"), i_der)
+                .map_err(|e| e.to_string())?;
+            let a = CertInfo::from_der(&format!("built-in ARK-{product}"), a_der)
+                .map_err(|e| e.to_string())?;
+            if i.fingerprint.to_hex() != b.intermediate_sha256
+                || a.fingerprint.to_hex() != b.ark_sha256
+            {
+                return Err(format!(
+                    "built-in {product} certificates do not match their pinned SHA-256 fingerprints"
+                ));
             }
             check_ark(&a, product).map_err(|e| e.to_string())?;
             check_intermediate(&i, &a, product, b.vlek).map_err(|e| e.to_string())?;
             ark = Some(Arc::new(a));
-            inter[usize::from(b.vlek)] = Some(Arc::new(i));
+            if b.vlek {
+                asvk = Some(Arc::new(i));
+            } else {
+                ask = Some(Arc::new(i));
+            }
         }
-        let [Some(ask), Some(asvk)] = inter else {
+        let (Some(ask), Some(asvk)) = (ask, asvk) else {
             return Err(format!("built-in roots lack an intermediate for {product}"));
         };
         let ark = ark.ok_or_else(|| format!("built-in roots lack ARK-{product}"))?;
-        out.push(BuiltinRoot { product, ark, ask, asvk });
+        out.push(BuiltinRoot {
+            product,
+            ark,
+            ask,
+            asvk,
+        });
     }
     Ok(out)
 }
@@ -242,10 +265,17 @@ fn check_ark(ark: &CertInfo, product: SnpProduct) -> Result<(), VerifyError> {
     ark.require_amd_profile()?;
     let want = format!("ARK-{product}");
     if ark.subject_cn.as_deref() != Some(want.as_str()) {
-        return Err(ark.profile(format!("subject CN must be {want}, is {:?}", ark.subject_cn)).into());
+        return Err(ark
+            .profile(format!(
+                "subject CN must be {want}, is {:?}",
+                ark.subject_cn
+            ))
+            .into());
     }
     if !ark.is_ca {
-        return Err(ark.profile("basicConstraints must mark it as a CA".into()).into());
+        return Err(ark
+            .profile("basicConstraints must mark it as a CA".into())
+            .into());
     }
     ark.verify_issued_by(ark)?;
     Ok(())
@@ -265,11 +295,16 @@ fn check_intermediate(
     };
     if inter.subject_cn.as_deref() != Some(want.as_str()) {
         return Err(inter
-            .profile(format!("subject CN must be {want}, is {:?}", inter.subject_cn))
+            .profile(format!(
+                "subject CN must be {want}, is {:?}",
+                inter.subject_cn
+            ))
             .into());
     }
     if !inter.is_ca {
-        return Err(inter.profile("basicConstraints must mark it as a CA".into()).into());
+        return Err(inter
+            .profile("basicConstraints must mark it as a CA".into())
+            .into());
     }
     inter.verify_issued_by(ark)?;
     Ok(())
@@ -380,7 +415,11 @@ impl SnpVerifier {
     }
 
     /// Verifies `evidence` at time `now`.
-    pub fn verify(&self, evidence: &Evidence<'_>, now: SystemTime) -> Result<VerifiedReport, VerifyError> {
+    pub fn verify(
+        &self,
+        evidence: &Evidence<'_>,
+        now: SystemTime,
+    ) -> Result<VerifiedReport, VerifyError> {
         let now = unix_seconds(now);
         let report = Report::parse(evidence.report)?;
         if report.signature_algo != SIG_ALGO_ECDSA_P384_SHA384 {
@@ -432,7 +471,9 @@ impl SnpVerifier {
         let signed = evidence
             .report
             .get(..SIGNED_LEN)
-            .ok_or(VerifyError::Report(ReportError::Length(evidence.report.len())))?;
+            .ok_or(VerifyError::Report(ReportError::Length(
+                evidence.report.len(),
+            )))?;
         key.key
             .verify(signed, &fixed)
             .map_err(|_| VerifyError::ReportSignature(key.signer))?;
@@ -508,7 +549,9 @@ impl SnpVerifier {
             Some("SEV-VLEK") => SignerKind::Vlek,
             other => {
                 return Err(leaf
-                    .profile(format!("subject CN must be SEV-VCEK or SEV-VLEK, is {other:?}"))
+                    .profile(format!(
+                        "subject CN must be SEV-VCEK or SEV-VLEK, is {other:?}"
+                    ))
                     .into());
             }
         };
@@ -520,7 +563,10 @@ impl SnpVerifier {
         leaf.require_amd_profile()?;
         if leaf.key_kind != KeyKind::EcP384 {
             return Err(leaf
-                .profile(format!("public key must be EC P-384, is {:?}", leaf.key_kind))
+                .profile(format!(
+                    "public key must be EC P-384, is {:?}",
+                    leaf.key_kind
+                ))
                 .into());
         }
         let ext = EndorsementExtensions::from_cert(&leaf)?;
@@ -558,7 +604,10 @@ impl SnpVerifier {
             root,
             root_fingerprint: ark.fingerprint,
             ext,
-            key: UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, leaf.public_key.clone()),
+            key: UnparsedPublicKey::new(
+                &signature::ECDSA_P384_SHA384_FIXED,
+                leaf.public_key.clone(),
+            ),
             windows,
             serials,
             ark,
@@ -606,7 +655,8 @@ impl SnpVerifier {
             None => {
                 if !self.trust.amd {
                     return Err(VerifyError::Chain(
-                        "the chain has no ARK and the built-in AMD roots are not trusted here".into(),
+                        "the chain has no ARK and the built-in AMD roots are not trusted here"
+                            .into(),
                     ));
                 }
                 let b = builtin()?
@@ -621,7 +671,11 @@ impl SnpVerifier {
         Ok((Arc::new(inter), ark, root))
     }
 
-    fn trusted_ark(&self, ark: CertInfo, product: SnpProduct) -> Result<(Arc<CertInfo>, RootKind), VerifyError> {
+    fn trusted_ark(
+        &self,
+        ark: CertInfo,
+        product: SnpProduct,
+    ) -> Result<(Arc<CertInfo>, RootKind), VerifyError> {
         if self.trust.amd {
             for b in builtin()? {
                 if b.ark.fingerprint == ark.fingerprint {
@@ -651,7 +705,8 @@ impl SnpVerifier {
             return Ok((Arc::new(ark), RootKind::Simulated));
         }
         let hint = if self.trust.simulated.is_empty() {
-            "; if this is a simulated platform, pin its root fingerprint (nunki sim show)".to_string()
+            "; if this is a simulated platform, pin its root fingerprint (nunki sim show)"
+                .to_string()
         } else {
             format!(
                 " and not one of the pinned simulated roots ({})",
@@ -692,7 +747,9 @@ fn to32(d: digest::Digest) -> [u8; 32] {
 }
 
 fn check_tcb_and_chip(report: &Report, key: &EndorsedKey) -> Result<(), VerifyError> {
-    let tcb = report.reported_tcb.decode(TcbLayout::for_product(key.product));
+    let tcb = report
+        .reported_tcb
+        .decode(TcbLayout::for_product(key.product));
     let e = &key.ext;
     let pairs = [
         ("blSPL", e.bl_spl, tcb.bootloader),
@@ -702,13 +759,21 @@ fn check_tcb_and_chip(report: &Report, key: &EndorsedKey) -> Result<(), VerifyEr
     ];
     for (ext, cert, rep) in pairs {
         if cert != rep {
-            return Err(VerifyError::TcbMismatch { ext, cert, report: rep });
+            return Err(VerifyError::TcbMismatch {
+                ext,
+                cert,
+                report: rep,
+            });
         }
     }
     if let (Some(cert), Some(rep)) = (e.fmc_spl, tcb.fmc)
         && cert != rep
     {
-        return Err(VerifyError::TcbMismatch { ext: "fmcSPL", cert, report: rep });
+        return Err(VerifyError::TcbMismatch {
+            ext: "fmcSPL",
+            cert,
+            report: rep,
+        });
     }
     if key.signer == SignerKind::Vcek {
         let chip = report.chip_id.as_bytes();

@@ -1,5 +1,11 @@
 //! Shared helpers for tests: locating `shared/testdata` and loading SNP vectors.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -21,7 +27,8 @@ pub fn snp_dir() -> PathBuf {
 
 pub fn expected() -> Value {
     let p = snp_dir().join("expected.json");
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
 }
 
 pub struct Vector {
@@ -34,13 +41,18 @@ pub struct Vector {
 impl Vector {
     /// A time safely inside the certificate's validity window.
     pub fn now(&self) -> SystemTime {
-        let nb = self.exp["cert_not_before"].as_str().unwrap().replace(' ', "T");
+        let nb = self.exp["cert_not_before"]
+            .as_str()
+            .unwrap()
+            .replace(' ', "T");
         parse_rfc3339(&nb).unwrap() + Duration::from_secs(30 * 24 * 3600)
     }
 }
 
 pub fn load_cert(bytes: &[u8]) -> Vec<u8> {
-    nunki_attestation::snp::certs::pem_or_der_certs(bytes).unwrap().remove(0)
+    nunki_attestation::snp::certs::pem_or_der_certs(bytes)
+        .unwrap()
+        .remove(0)
 }
 
 /// Every vector that has a report.
@@ -48,14 +60,25 @@ pub fn vectors() -> Vec<Vector> {
     let exp = expected();
     let mut out = Vec::new();
     for (name, v) in exp["vectors"].as_object().unwrap() {
-        let Some(rf) = v["report_file"].as_str() else { continue };
+        let Some(rf) = v["report_file"].as_str() else {
+            continue;
+        };
         let dir = snp_dir().join(name);
         let raw = std::fs::read(dir.join(rf)).unwrap();
         let (_, report) = nunki_attestation::Report::parse_binary_or_hex(&raw).unwrap();
         let cert = load_cert(&std::fs::read(dir.join(v["cert_file"].as_str().unwrap())).unwrap());
-        out.push(Vector { name: name.clone(), report, cert, exp: v.clone() });
+        out.push(Vector {
+            name: name.clone(),
+            report,
+            cert,
+            exp: v.clone(),
+        });
     }
-    assert!(out.len() >= 9, "expected at least 9 SNP vectors in {}", snp_dir().display());
+    assert!(
+        out.len() >= 9,
+        "expected at least 9 SNP vectors in {}",
+        snp_dir().display()
+    );
     out
 }
 
@@ -64,7 +87,10 @@ pub fn vector(name: &str) -> Vector {
 }
 
 pub fn chain_pem(file: &str) -> Vec<Vec<u8>> {
-    nunki_attestation::snp::certs::pem_or_der_certs(&std::fs::read(snp_dir().join("amd").join(file)).unwrap()).unwrap()
+    nunki_attestation::snp::certs::pem_or_der_certs(
+        &std::fs::read(snp_dir().join("amd").join(file)).unwrap(),
+    )
+    .unwrap()
 }
 
 pub fn at(s: &str) -> SystemTime {
