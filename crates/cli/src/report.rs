@@ -144,7 +144,17 @@ fn load_report(file: &Path) -> Result<(Report, Vec<u8>)> {
 }
 
 fn show(file: &Path, json: bool) -> Result<ExitCode> {
-    let (report, _) = load_report(file)?;
+    let (report, bytes) = load_report(file)?;
+    let nonzero_reserved: Vec<String> =
+        nunki_attestation::snp::report::reserved_ranges(report.version)
+            .into_iter()
+            .filter(|r| {
+                bytes
+                    .get(r.clone())
+                    .is_some_and(|b| b.iter().any(|x| *x != 0))
+            })
+            .map(|r| format!("{:#05x}..{:#05x}", r.start, r.end))
+            .collect();
     let layout = report.guessed_layout();
     if json {
         let tcbs: serde_json::Map<String, serde_json::Value> = report
@@ -160,11 +170,21 @@ fn show(file: &Path, json: bool) -> Result<ExitCode> {
             "tcb_layout": layout,
             "product_from_cpuid": product.map(|r| r.unwrap_or_else(|e| e)),
             "decoded": tcbs,
+            "nonzero_reserved_ranges": nonzero_reserved,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", render_report(&report, layout));
+    if nonzero_reserved.is_empty() {
+        println!("{:<22} all zero", "RESERVED");
+    } else {
+        println!(
+            "{:<22} NON-ZERO at {} (not produced by AMD firmware)",
+            "RESERVED",
+            nonzero_reserved.join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

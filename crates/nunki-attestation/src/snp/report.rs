@@ -380,6 +380,25 @@ impl Writer {
     }
 }
 
+/// Byte ranges that are reserved (must be zero) in a report of `version`.
+pub fn reserved_ranges(version: u32) -> Vec<std::ops::Range<usize>> {
+    let mut r = vec![0x04C..0x050];
+    if version >= 3 {
+        r.push(0x18B..0x1A0);
+    } else {
+        r.push(0x188..0x1A0);
+    }
+    r.push(0x1EB..0x1EC);
+    r.push(0x1EF..0x1F0);
+    if version >= 5 {
+        r.push(0x208..SIGNED_LEN);
+    } else {
+        r.push(0x1F8..SIGNED_LEN);
+    }
+    r.push(0x330..REPORT_LEN);
+    r
+}
+
 impl Report {
     /// Parses raw report bytes (exactly 0x4A0 bytes).
     pub fn parse(bytes: &[u8]) -> Result<Self, ReportError> {
@@ -595,11 +614,17 @@ mod tests {
         }
 
         #[test]
-        fn parse_any_full_length_buffer(mut bytes in prop::collection::vec(any::<u8>(), REPORT_LEN), v in prop::sample::select(vec![2u32, 3, 5])) {
+        fn parse_then_encode_is_identity_when_reserved_bytes_are_zero(
+            mut bytes in prop::collection::vec(any::<u8>(), REPORT_LEN),
+            v in prop::sample::select(vec![2u32, 3, 5]),
+        ) {
             bytes[..4].copy_from_slice(&v.to_le_bytes());
+            for range in reserved_ranges(v) {
+                bytes[range].fill(0);
+            }
             let r = Report::parse(&bytes).unwrap();
             prop_assert_eq!(r.version, v);
-            prop_assert_eq!(&r.encode()[..0x188], &bytes[..0x188]);
+            prop_assert_eq!(&r.encode()[..], &bytes[..]);
         }
 
         #[test]
