@@ -1,0 +1,224 @@
+//! Client side of aTLS: sends a nonce in ALPN and verifies the server's evidence; optionally
+//! presents a client certificate (a plain key, or an attested one answering the server's nonce).
+
+use std::sync::Arc;
+
+use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+use crate::cert::{AttestingKey, parse_peer};
+use crate::issuer::Issuer;
+use crate::nonce::{self, NONCE_LEN};
+use crate::verify::{AtlsError, Clock, PeerSlot, ReferenceVerifier, system_clock, to_rustls_error};
+
+/// What the client presents when the server asks for a certificate.
+#[derive(Debug, Clone, Default)]
+pub enum ClientIdentity {
+    /// No client certificate.
+    #[default]
+    None,
+    /// A self-signed certificate for this key (e.g. a workload owner key); no evidence.
+    Key(Arc<AttestingKey>),
+    /// An attested certificate: evidence from `issuer`, bound to `key` and the server's nonce.
+    Attested {
+        /// The TLS key.
+        key: Arc<AttestingKey>,
+        /// The platform issuer.
+        issuer: Arc<dyn Issuer>,
+    },
+}
+
+/// A per-connection client configuration with its nonce and result slot.
+#[derive(Debug, Clone)]
+pub struct AttestedClientConfig {
+    /// The rustls configuration (use it for exactly one connection).
+    pub config: Arc<ClientConfig>,
+    /// Where the server verification result is left.
+    pub slot: PeerSlot,
+    /// The nonce sent in ALPN.
+    pub nonce: [u8; NONCE_LEN],
+}
+
+impl AttestedClientConfig {
+    /// Builds a configuration. With `verifier`, the server must present evidence that matches
+    /// it; with `None` the server is not attested (only for clients that get everything they
+    /// rely on from elsewhere, like the Initializer, whose certificates are checked by peers).
+    pub fn new(
+        verifier: Option<Arc<ReferenceVerifier>>,
+        identity: ClientIdentity,
+    ) -> Result<Self, AtlsError> {
+        let nonce = nonce::fresh()
+            .map_err(|_| AtlsError::Protocol("no randomness for the nonce".into()))?;
+        let provider = crate::provider();
+        let slot = PeerSlot::default();
+        let clock = verifier.as_ref().map_or_else(system_clock, |v| {
+            let v = v.clone();
+            Arc::new(move || v.now()) as Clock
+        });
+        let server_verifier = Arc::new(AtlsServerVerifier {
+            verifier,
+            nonce,
+            slot: slot.clone(),
+            provider: provider.clone(),
+        });
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| AtlsError::Protocol(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(server_verifier);
+        let mut config = match identity {
+            ClientIdentity::None => builder.with_no_client_auth(),
+            other => builder.with_client_cert_resolver(Arc::new(ClientCertResolver {
+                identity: other,
+                clock,
+            })),
+        };
+        config.alpn_protocols = vec![nonce::encode(&nonce), crate::ALPN_H2.to_vec()];
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(Self {
+            config: Arc::new(config),
+            slot,
+            nonce,
+        })
+    }
+
+    /// Connects over TCP and completes the handshake. On a verification failure the error
+    /// carries the failing check.
+    pub async fn connect(
+        &self,
+        addr: &str,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, std::io::Error> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from("nunki-coordinator")
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+        match connector.connect(name, tcp).await {
+            Ok(s) => Ok(s),
+            Err(e) => match self.slot.get() {
+                Some(Err(atls)) => Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    atls,
+                )),
+                _ => Err(e),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AtlsServerVerifier {
+    verifier: Option<Arc<ReferenceVerifier>>,
+    nonce: [u8; NONCE_LEN],
+    slot: PeerSlot,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AtlsServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let result = parse_peer(end_entity)
+            .map_err(AtlsError::from)
+            .and_then(|peer| verifier.verify(&peer, &self.nonce));
+        self.slot.set(result.clone());
+        match result {
+            Ok(_) => Ok(ServerCertVerified::assertion()),
+            Err(e) => {
+                tracing::warn!(error = %e, "server attestation failed");
+                Err(to_rustls_error(&e))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+struct ClientCertResolver {
+    identity: ClientIdentity,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for ClientCertResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertResolver")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesClientCert for ClientCertResolver {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        let now = (self.clock)();
+        let result = match &self.identity {
+            ClientIdentity::None => return None,
+            ClientIdentity::Key(key) => key.certify(None, None, now),
+            ClientIdentity::Attested { key, issuer } => {
+                let Some(n) = nonce::from_dns(root_hint_subjects) else {
+                    tracing::warn!("server asked for a client certificate without an aTLS nonce");
+                    return None;
+                };
+                key.certify(Some(issuer.as_ref()), Some(&n), now)
+            }
+        };
+        match result {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the client certificate");
+                None
+            }
+        }
+    }
+
+    fn has_certs(&self) -> bool {
+        !matches!(self.identity, ClientIdentity::None)
+    }
+}

@@ -1,0 +1,248 @@
+//! Server side of aTLS: answers a client's ALPN nonce with an attested certificate and, for
+//! mutual aTLS, challenges the client with its own nonce in the CertificateRequest.
+
+use std::sync::{Arc, Mutex};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+
+use crate::cert::{AttestingKey, parse_peer};
+use crate::issuer::Issuer;
+use crate::nonce::{self, NONCE_LEN};
+use crate::verify::{AtlsError, Clock, PeerSlot, ReferenceVerifier, to_rustls_error};
+
+/// Answers each ClientHello: an attested certificate for the client's nonce, or a plain
+/// self-signed certificate when the client sent none (it then cannot rely on this server).
+pub struct AttestingCertResolver {
+    key: Arc<AttestingKey>,
+    issuer: Arc<dyn Issuer>,
+    clock: Clock,
+    plain: Mutex<Option<Arc<CertifiedKey>>>,
+}
+
+impl std::fmt::Debug for AttestingCertResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttestingCertResolver")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AttestingCertResolver {
+    /// A resolver with a fresh P-256 key and `issuer` for evidence.
+    pub fn new(issuer: Arc<dyn Issuer>, clock: Clock) -> Result<Self, AtlsError> {
+        Ok(Self {
+            key: Arc::new(AttestingKey::generate()?),
+            issuer,
+            clock,
+            plain: Mutex::new(None),
+        })
+    }
+
+    fn plain(&self) -> Option<Arc<CertifiedKey>> {
+        let mut g = self.plain.lock().ok()?;
+        if g.is_none() {
+            *g = self.key.certify(None, None, (self.clock)()).ok();
+        }
+        g.clone()
+    }
+}
+
+impl ResolvesServerCert for AttestingCertResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let nonce = client_hello.alpn().and_then(nonce::from_alpn);
+        match nonce {
+            Some(n) => match self
+                .key
+                .certify(Some(self.issuer.as_ref()), Some(&n), (self.clock)())
+            {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot create attested server certificate");
+                    None
+                }
+            },
+            None => self.plain(),
+        }
+    }
+}
+
+fn base(
+    provider: Arc<CryptoProvider>,
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, AtlsError> {
+    ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| AtlsError::Protocol(e.to_string()))
+}
+
+fn finish(mut c: ServerConfig) -> ServerConfig {
+    c.alpn_protocols = vec![crate::ALPN_H2.to_vec()];
+    c.send_tls13_tickets = 0;
+    c
+}
+
+/// Server configuration of the user API: the server attests itself; a client certificate is
+/// requested but optional and not attested (its key identifies a workload owner).
+pub fn user_server_config(resolver: Arc<AttestingCertResolver>) -> Result<ServerConfig, AtlsError> {
+    let provider = crate::provider();
+    let c = base(provider.clone())?
+        .with_client_cert_verifier(Arc::new(OptionalClientKey { provider }))
+        .with_cert_resolver(resolver);
+    Ok(finish(c))
+}
+
+/// Per-connection server configuration for mutual aTLS: a fresh nonce goes into the
+/// CertificateRequest, the client must answer with evidence matching `verifier`. The result
+/// (the verified peer) is left in the returned slot.
+pub fn mutual_server_config(
+    resolver: Arc<AttestingCertResolver>,
+    verifier: Arc<ReferenceVerifier>,
+) -> Result<(ServerConfig, PeerSlot), AtlsError> {
+    let provider = crate::provider();
+    let n =
+        nonce::fresh().map_err(|_| AtlsError::Protocol("no randomness for the nonce".into()))?;
+    let dn = nonce::to_dn(&n).map_err(|e| AtlsError::Protocol(format!("nonce DN: {e}")))?;
+    let slot = PeerSlot::default();
+    let v = AttestedClientVerifier {
+        verifier,
+        nonce: n,
+        hints: vec![DistinguishedName::from(dn)],
+        slot: slot.clone(),
+        provider: provider.clone(),
+    };
+    let c = base(provider)?
+        .with_client_cert_verifier(Arc::new(v))
+        .with_cert_resolver(resolver);
+    Ok((finish(c), slot))
+}
+
+#[derive(Debug)]
+struct OptionalClientKey {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for OptionalClientKey {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // Only the key matters (authorisation by SPKI digest); CertificateVerify proves possession.
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[derive(Debug)]
+struct AttestedClientVerifier {
+    verifier: Arc<ReferenceVerifier>,
+    nonce: [u8; NONCE_LEN],
+    hints: Vec<DistinguishedName>,
+    slot: PeerSlot,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for AttestedClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let result = parse_peer(end_entity)
+            .map_err(AtlsError::from)
+            .and_then(|peer| self.verifier.verify(&peer, &self.nonce));
+        self.slot.set(result.clone());
+        match result {
+            Ok(_) => Ok(ClientCertVerified::assertion()),
+            Err(e) => {
+                tracing::info!(error = %e, "client attestation refused");
+                Err(to_rustls_error(&e))
+            }
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,243 @@
+//! Verification of a peer's attested certificate against reference values.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use nunki_attestation::snp::validate::{SnpPolicy, ValidationErrors, validate};
+use nunki_attestation::snp::verify::{
+    Evidence, SnpVerifier, TrustStore, VerifiedReport, VerifyError,
+};
+use nunki_attestation::time_util::{rfc3339, unix_seconds};
+use nunki_manifest::{HostData, ReportData, SimulatedReferenceValues, SnpReferenceValues};
+
+use crate::cert::{self, CertError, PeerCert};
+
+/// Source of "now", injected so tests can pin it.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(SystemTime::now)
+}
+
+/// Which HOST_DATA values are acceptable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostDataRule {
+    /// Any: the application looks it up itself (the mesh API checks the manifest's policies).
+    Any,
+    /// One of these (e.g. the Coordinator's policy hashes).
+    OneOf(Vec<HostData>),
+}
+
+/// Why a peer was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AtlsError {
+    /// Certificate problem (including "no evidence").
+    #[error("{0}")]
+    Cert(#[from] CertError),
+    /// The certificate is outside its validity window.
+    #[error("attested certificate not valid at {now} (valid {not_before} .. {not_after})")]
+    CertTime {
+        /// Now.
+        now: String,
+        /// notBefore.
+        not_before: String,
+        /// notAfter.
+        not_after: String,
+    },
+    /// The evidence itself did not verify.
+    #[error("evidence: {0}")]
+    Evidence(#[from] VerifyError),
+    /// The evidence does not bind this connection's key and nonce.
+    #[error(
+        "evidence is bound to another key or nonce (REPORT_DATA {actual}, expected SHA-512(SPKI || nonce) = {expected}): replayed or relayed evidence"
+    )]
+    Binding {
+        /// Expected REPORT_DATA.
+        expected: ReportData,
+        /// Actual REPORT_DATA.
+        actual: ReportData,
+    },
+    /// HOST_DATA not acceptable.
+    #[error("HOST_DATA {actual} is not one of the expected policy hashes: {}", allowed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    HostData {
+        /// Allowed values.
+        allowed: Vec<HostData>,
+        /// Reported value.
+        actual: HostData,
+    },
+    /// No reference-value entry matched.
+    #[error("no reference values match: {}", .0.iter().map(|(l, e)| format!("{l}: {e}")).collect::<Vec<_>>().join(" | "))]
+    ReferenceValues(Vec<(String, ValidationErrors)>),
+    /// The peer did not take part in the protocol as required.
+    #[error("aTLS protocol: {0}")]
+    Protocol(String),
+}
+
+/// A peer whose evidence was verified and matched reference values.
+#[derive(Debug, Clone)]
+pub struct VerifiedPeer {
+    /// The verified report.
+    pub report: VerifiedReport,
+    /// Which reference-value entry matched (`snp[0]`, `simulated[1]`, ...).
+    pub matched: String,
+    /// The peer's SubjectPublicKeyInfo DER (the key the evidence binds).
+    pub spki: Vec<u8>,
+}
+
+impl VerifiedPeer {
+    /// HOST_DATA of the peer (its policy hash on Kata).
+    pub fn host_data(&self) -> HostData {
+        self.report.report().host_data
+    }
+}
+
+/// Where a TLS verifier leaves its result for the application.
+#[derive(Debug, Clone, Default)]
+pub struct PeerSlot(Arc<Mutex<Option<Result<VerifiedPeer, AtlsError>>>>);
+
+impl PeerSlot {
+    /// Records a result.
+    pub fn set(&self, r: Result<VerifiedPeer, AtlsError>) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(r);
+        }
+    }
+    /// The recorded result, if any.
+    pub fn get(&self) -> Option<Result<VerifiedPeer, AtlsError>> {
+        self.0.lock().ok().and_then(|g| g.clone())
+    }
+    /// The verified peer, if verification succeeded.
+    pub fn verified(&self) -> Option<VerifiedPeer> {
+        self.get().and_then(Result::ok)
+    }
+}
+
+/// Verifies attested certificates against a set of reference values (any entry may match).
+pub struct ReferenceVerifier {
+    snp: SnpVerifier,
+    policies: Vec<(String, SnpPolicy)>,
+    host_data: HostDataRule,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for ReferenceVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReferenceVerifier")
+            .field(
+                "policies",
+                &self.policies.iter().map(|(l, _)| l).collect::<Vec<_>>(),
+            )
+            .field("host_data", &self.host_data)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReferenceVerifier {
+    /// A verifier for the given manifest reference values. Fails closed: no entries is an error.
+    pub fn new(
+        snp: &[SnpReferenceValues],
+        simulated: &[SimulatedReferenceValues],
+        host_data: HostDataRule,
+        clock: Clock,
+    ) -> Result<Self, AtlsError> {
+        if snp.is_empty() && simulated.is_empty() {
+            return Err(AtlsError::Protocol(
+                "no reference values: refusing to trust any evidence".into(),
+            ));
+        }
+        if let HostDataRule::OneOf(v) = &host_data
+            && v.is_empty()
+        {
+            return Err(AtlsError::Protocol(
+                "no acceptable HOST_DATA values (no coordinator policy in the manifest?)".into(),
+            ));
+        }
+        let mut trust = if snp.is_empty() {
+            TrustStore::none()
+        } else {
+            TrustStore::amd()
+        };
+        let mut policies = Vec::new();
+        for (i, rv) in snp.iter().enumerate() {
+            policies.push((format!("snp[{i}]"), SnpPolicy::from_reference_values(rv)));
+        }
+        for (i, rv) in simulated.iter().enumerate() {
+            trust = trust.with_simulated_root(rv.root_fingerprint);
+            policies.push((format!("simulated[{i}]"), SnpPolicy::from_simulated(rv)));
+        }
+        Ok(Self {
+            snp: SnpVerifier::new(trust),
+            policies,
+            host_data,
+            clock,
+        })
+    }
+
+    /// Current time from the injected clock.
+    pub fn now(&self) -> SystemTime {
+        (self.clock)()
+    }
+
+    /// Verifies a parsed peer certificate for a connection that used `nonce`.
+    pub fn verify(&self, peer: &PeerCert, nonce: &[u8]) -> Result<VerifiedPeer, AtlsError> {
+        let evidence = peer
+            .evidence
+            .as_ref()
+            .ok_or(AtlsError::Cert(CertError::NoEvidence))?;
+        let now = self.now();
+        let secs = unix_seconds(now);
+        let (nb, na) = peer.validity;
+        if secs < nb || secs > na {
+            return Err(AtlsError::CertTime {
+                now: rfc3339(secs),
+                not_before: rfc3339(nb),
+                not_after: rfc3339(na),
+            });
+        }
+        let chain = (!evidence.chain.is_empty()).then_some(evidence.chain.as_slice());
+        let verified = self.snp.verify(
+            &Evidence {
+                report: &evidence.report,
+                endorsement_key: &evidence.endorsement_key,
+                chain,
+                crl: evidence.crl.as_deref(),
+            },
+            now,
+        )?;
+        let expected = cert::report_data(&peer.spki, nonce);
+        let actual = verified.report().report_data;
+        if actual != expected {
+            return Err(AtlsError::Binding { expected, actual });
+        }
+        if let HostDataRule::OneOf(allowed) = &self.host_data {
+            let hd = verified.report().host_data;
+            if !allowed.contains(&hd) {
+                return Err(AtlsError::HostData {
+                    allowed: allowed.clone(),
+                    actual: hd,
+                });
+            }
+        }
+        let mut failures = Vec::new();
+        for (label, policy) in &self.policies {
+            match validate(&verified, policy) {
+                Ok(()) => {
+                    return Ok(VerifiedPeer {
+                        report: verified,
+                        matched: label.clone(),
+                        spki: peer.spki.clone(),
+                    });
+                }
+                Err(e) => failures.push((label.clone(), e)),
+            }
+        }
+        Err(AtlsError::ReferenceValues(failures))
+    }
+}
+
+pub(crate) fn to_rustls_error(e: &AtlsError) -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+        Arc::new(e.clone()),
+    )))
+}

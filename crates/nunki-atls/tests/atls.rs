@@ -1,0 +1,355 @@
+//! aTLS over real loopback sockets with the simulated platform: the happy paths and the attacks.
+
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use nunki_atls::cert::{AttestingKey, report_data};
+use nunki_atls::issuer::Issuer;
+use nunki_atls::verify::{AtlsError, system_clock};
+use nunki_atls::{
+    AttestedClientConfig, AttestingCertResolver, ClientIdentity, HostDataRule, PeerSlot,
+    ReferenceVerifier, SimIssuer, mutual_server_config, user_server_config,
+};
+use nunki_attestation::sim::SimPlatform;
+use nunki_attestation::snp::verify::VerifyError;
+use nunki_manifest::{HostData, SimulatedReferenceValues, SnpProduct};
+use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const POLICY: HostData = HostData([0x11; 32]);
+
+fn sim() -> Arc<SimPlatform> {
+    static P: OnceLock<Arc<SimPlatform>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(SimPlatform::generate(SnpProduct::Genoa, SystemTime::now()).unwrap()))
+        .clone()
+}
+
+fn other_sim() -> Arc<SimPlatform> {
+    static P: OnceLock<Arc<SimPlatform>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(SimPlatform::generate(SnpProduct::Genoa, SystemTime::now()).unwrap()))
+        .clone()
+}
+
+fn rv() -> SimulatedReferenceValues {
+    sim().reference_values()
+}
+
+fn verifier(rv: SimulatedReferenceValues, rule: HostDataRule) -> Arc<ReferenceVerifier> {
+    Arc::new(ReferenceVerifier::new(&[], &[rv], rule, system_clock()).unwrap())
+}
+
+fn issuer(host: HostData) -> Arc<dyn Issuer> {
+    Arc::new(SimIssuer::new(sim(), host))
+}
+
+/// Serves one connection with `config`, answers "ping" with "pong", returns the peer's certificates.
+async fn serve_once(
+    config: ServerConfig,
+) -> (
+    String,
+    tokio::task::JoinHandle<Result<Option<Vec<Vec<u8>>>, String>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let h = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4];
+        tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        tls.write_all(b"pong").await.map_err(|e| e.to_string())?;
+        tls.shutdown().await.ok();
+        Ok(tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.iter().map(|c| c.to_vec()).collect()))
+    });
+    (addr, h)
+}
+
+async fn ping(cfg: &AttestedClientConfig, addr: &str) -> Result<(), std::io::Error> {
+    let mut s = cfg.connect(addr).await?;
+    s.write_all(b"ping").await?;
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await?;
+    assert_eq!(&buf, b"pong");
+    Ok(())
+}
+
+fn server(host: HostData) -> ServerConfig {
+    let r = Arc::new(AttestingCertResolver::new(issuer(host), system_clock()).unwrap());
+    user_server_config(r).unwrap()
+}
+
+fn client_err(cfg: &AttestedClientConfig) -> AtlsError {
+    match cfg.slot.get() {
+        Some(Err(e)) => e,
+        other => panic!("expected a verification error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn server_attestation_succeeds_and_exposes_the_report() {
+    let (addr, h) = serve_once(server(POLICY)).await;
+    let cfg = AttestedClientConfig::new(
+        Some(verifier(rv(), HostDataRule::OneOf(vec![POLICY]))),
+        ClientIdentity::None,
+    )
+    .unwrap();
+    ping(&cfg, &addr).await.unwrap();
+    let peer = cfg.slot.verified().unwrap();
+    assert_eq!(peer.host_data(), POLICY);
+    assert_eq!(peer.matched, "simulated[0]");
+    assert!(h.await.unwrap().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn untrusted_root_is_refused() {
+    let (addr, _h) = serve_once(server(POLICY)).await;
+    let cfg = AttestedClientConfig::new(
+        Some(verifier(other_sim().reference_values(), HostDataRule::Any)),
+        ClientIdentity::None,
+    )
+    .unwrap();
+    let err = ping(&cfg, &addr).await.unwrap_err();
+    assert!(err.to_string().contains("not trusted"), "{err}");
+    assert!(matches!(
+        client_err(&cfg),
+        AtlsError::Evidence(VerifyError::UntrustedRoot { .. })
+    ));
+}
+
+#[tokio::test]
+async fn measurement_and_tcb_mismatch_are_refused() {
+    let bad_measurement: Arc<dyn Issuer> =
+        Arc::new(SimIssuer::new(sim(), POLICY).with_measurement([9u8; 48].into()));
+    let r = Arc::new(AttestingCertResolver::new(bad_measurement, system_clock()).unwrap());
+    let (addr, _h) = serve_once(user_server_config(r).unwrap()).await;
+    let cfg = AttestedClientConfig::new(
+        Some(verifier(rv(), HostDataRule::Any)),
+        ClientIdentity::None,
+    )
+    .unwrap();
+    assert!(ping(&cfg, &addr).await.is_err());
+    let err = client_err(&cfg).to_string();
+    assert!(err.contains("TrustedMeasurement"), "{err}");
+
+    let (addr, _h) = serve_once(server(POLICY)).await;
+    let mut strict = rv();
+    strict.minimum_tcb.snp += 1;
+    let cfg = AttestedClientConfig::new(
+        Some(verifier(strict, HostDataRule::Any)),
+        ClientIdentity::None,
+    )
+    .unwrap();
+    assert!(ping(&cfg, &addr).await.is_err());
+    let err = client_err(&cfg).to_string();
+    assert!(err.contains("MinimumTCB.SNPVersion"), "{err}");
+}
+
+#[tokio::test]
+async fn unlisted_host_data_is_refused() {
+    let (addr, _h) = serve_once(server(HostData([0x22; 32]))).await;
+    let cfg = AttestedClientConfig::new(
+        Some(verifier(rv(), HostDataRule::OneOf(vec![POLICY]))),
+        ClientIdentity::None,
+    )
+    .unwrap();
+    assert!(ping(&cfg, &addr).await.is_err());
+    assert!(matches!(client_err(&cfg), AtlsError::HostData { .. }));
+}
+
+#[tokio::test]
+async fn plain_tls_server_without_evidence_is_refused() {
+    let key = AttestingKey::generate().unwrap();
+    let plain = key.certify(None, None, SystemTime::now()).unwrap();
+    let config = ServerConfig::builder_with_provider(nunki_atls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(plain)));
+    let (addr, _h) = serve_once(config).await;
+    let cfg = AttestedClientConfig::new(
+        Some(verifier(rv(), HostDataRule::Any)),
+        ClientIdentity::None,
+    )
+    .unwrap();
+    let err = ping(&cfg, &addr).await.unwrap_err();
+    assert!(err.to_string().contains("no attestation evidence"), "{err}");
+}
+
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn replayed_certificate_with_an_old_nonce_is_refused() {
+    // The server holds the key, but presents evidence made for an earlier connection's nonce.
+    let key = AttestingKey::generate().unwrap();
+    let old_nonce = [0x42u8; 32];
+    let replayed = key
+        .certify(
+            Some(issuer(POLICY).as_ref()),
+            Some(&old_nonce),
+            SystemTime::now(),
+        )
+        .unwrap();
+    let config = ServerConfig::builder_with_provider(nunki_atls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(replayed)));
+    let (addr, _h) = serve_once(config).await;
+    let cfg = AttestedClientConfig::new(
+        Some(verifier(rv(), HostDataRule::Any)),
+        ClientIdentity::None,
+    )
+    .unwrap();
+    assert!(ping(&cfg, &addr).await.is_err());
+    assert!(
+        matches!(client_err(&cfg), AtlsError::Binding { .. }),
+        "{:?}",
+        cfg.slot.get()
+    );
+}
+
+#[derive(Debug)]
+struct MisBound {
+    presented: AttestingKey,
+    bound_to: Vec<u8>,
+}
+
+impl ResolvesServerCert for MisBound {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let n = hello.alpn().and_then(nunki_atls::nonce::from_alpn)?;
+        // Fresh evidence for the right nonce, but bound to another key than the one presented.
+        let doc = issuer(POLICY)
+            .issue(&report_data(&self.bound_to, &n))
+            .ok()?;
+        self.presented
+            .certify_with_evidence(Some(&doc), SystemTime::now())
+            .ok()
+    }
+}
+
+#[tokio::test]
+async fn evidence_bound_to_another_key_is_refused() {
+    let other = AttestingKey::generate().unwrap();
+    let config = ServerConfig::builder_with_provider(nunki_atls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(MisBound {
+            presented: AttestingKey::generate().unwrap(),
+            bound_to: other.spki_der(),
+        }));
+    let (addr, _h) = serve_once(config).await;
+    let cfg = AttestedClientConfig::new(
+        Some(verifier(rv(), HostDataRule::Any)),
+        ClientIdentity::None,
+    )
+    .unwrap();
+    assert!(ping(&cfg, &addr).await.is_err());
+    assert!(matches!(client_err(&cfg), AtlsError::Binding { .. }));
+}
+
+async fn mutual(
+    identity: ClientIdentity,
+    rule: HostDataRule,
+) -> (Result<(), std::io::Error>, PeerSlot) {
+    let r = Arc::new(AttestingCertResolver::new(issuer(POLICY), system_clock()).unwrap());
+    let (config, slot) = mutual_server_config(r, verifier(rv(), rule)).unwrap();
+    let (addr, h) = serve_once(config).await;
+    let cfg = AttestedClientConfig::new(None, identity).unwrap();
+    let r = ping(&cfg, &addr).await;
+    let _ = h.await;
+    (r, slot)
+}
+
+#[tokio::test]
+async fn mutual_atls_verifies_the_client() {
+    let pod = HostData([0x33; 32]);
+    let key = Arc::new(AttestingKey::generate().unwrap());
+    let (r, slot) = mutual(
+        ClientIdentity::Attested {
+            key: key.clone(),
+            issuer: issuer(pod),
+        },
+        HostDataRule::Any,
+    )
+    .await;
+    r.unwrap();
+    let peer = slot.verified().unwrap();
+    assert_eq!(peer.host_data(), pod);
+    assert_eq!(peer.spki, key.spki_der());
+}
+
+#[tokio::test]
+async fn mutual_atls_refuses_clients_without_valid_evidence() {
+    // No certificate at all.
+    let (r, slot) = mutual(ClientIdentity::None, HostDataRule::Any).await;
+    assert!(r.is_err());
+    assert!(slot.get().is_none());
+    // A certificate without evidence.
+    let key = Arc::new(AttestingKey::generate().unwrap());
+    let (r, slot) = mutual(ClientIdentity::Key(key.clone()), HostDataRule::Any).await;
+    assert!(r.is_err());
+    assert!(matches!(slot.get(), Some(Err(AtlsError::Cert(_)))));
+    // Evidence from an untrusted (other simulated) root.
+    let foreign: Arc<dyn Issuer> = Arc::new(SimIssuer::new(other_sim(), POLICY));
+    let (r, slot) = mutual(
+        ClientIdentity::Attested {
+            key: key.clone(),
+            issuer: foreign,
+        },
+        HostDataRule::Any,
+    )
+    .await;
+    assert!(r.is_err());
+    assert!(matches!(slot.get(), Some(Err(AtlsError::Evidence(_)))));
+    // HOST_DATA outside the allowed set.
+    let (r, slot) = mutual(
+        ClientIdentity::Attested {
+            key,
+            issuer: issuer(HostData([0x44; 32])),
+        },
+        HostDataRule::OneOf(vec![POLICY]),
+    )
+    .await;
+    assert!(r.is_err());
+    assert!(matches!(slot.get(), Some(Err(AtlsError::HostData { .. }))));
+}
+
+#[tokio::test]
+async fn user_api_sees_the_optional_client_key() {
+    let key = Arc::new(AttestingKey::generate().unwrap());
+    let (addr, h) = serve_once(server(POLICY)).await;
+    let cfg = AttestedClientConfig::new(
+        Some(verifier(rv(), HostDataRule::Any)),
+        ClientIdentity::Key(key.clone()),
+    )
+    .unwrap();
+    ping(&cfg, &addr).await.unwrap();
+    let certs = h.await.unwrap().unwrap().unwrap();
+    let peer =
+        nunki_atls::cert::parse_peer(&rustls::pki_types::CertificateDer::from(certs[0].clone()))
+            .unwrap();
+    assert_eq!(peer.spki, key.spki_der());
+}
+
+#[test]
+fn empty_reference_values_fail_closed() {
+    assert!(ReferenceVerifier::new(&[], &[], HostDataRule::Any, system_clock()).is_err());
+    assert!(
+        ReferenceVerifier::new(&[], &[rv()], HostDataRule::OneOf(vec![]), system_clock()).is_err()
+    );
+}
