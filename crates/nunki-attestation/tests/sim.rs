@@ -16,7 +16,7 @@ use nunki_attestation::snp::report::Report;
 use nunki_attestation::snp::tcb::TcbVersion;
 use nunki_attestation::snp::validate::{SnpPolicy, ValidationError, validate};
 use nunki_attestation::snp::verify::{Evidence, RootKind, SnpVerifier, TrustStore, VerifyError};
-use nunki_manifest::{HostData, ReportData, SnpProduct};
+use nunki_manifest::{ChipId, HostData, ReportData, SnpProduct};
 
 fn genoa() -> &'static SimPlatform {
     static P: OnceLock<SimPlatform> = OnceLock::new();
@@ -158,26 +158,29 @@ fn simulated_crl_revokes_ask_and_vcek() {
     };
     let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
 
-    let empty = leak(p.issue_crl(&[], t0, t1).unwrap());
+    let empty = leak(p.issue_crl(&[], t0, Some(t1)).unwrap());
     assert!(verifier.verify(&ev(empty), now()).unwrap().crl_checked());
 
     let ask_serial = nunki_attestation::snp::certs::CertInfo::from_der("ASK", p.ask_der())
         .unwrap()
         .serial;
-    let revoke_ask = leak(p.issue_crl(&[vec![0x7f], ask_serial], t0, t1).unwrap());
+    let revoke_ask = leak(
+        p.issue_crl(&[vec![0x7f], ask_serial], t0, Some(t1))
+            .unwrap(),
+    );
     match verifier.verify(&ev(revoke_ask), now()).unwrap_err() {
         VerifyError::Revoked { which, serial } => {
             assert_eq!((which.as_str(), serial.as_str()), ("ASK", "10001"))
         }
         other => panic!("{other}"),
     }
-    let revoke_vcek = leak(p.issue_crl(&[vec![0]], t0, t1).unwrap());
+    let revoke_vcek = leak(p.issue_crl(&[vec![0]], t0, Some(t1)).unwrap());
     match verifier.verify(&ev(revoke_vcek), now()).unwrap_err() {
         VerifyError::Revoked { which, .. } => assert_eq!(which, "VCEK"),
         other => panic!("{other}"),
     }
     // A CRL from another simulated ARK is not accepted for this chain.
-    let foreign = leak(other_genoa().issue_crl(&[], t0, t1).unwrap());
+    let foreign = leak(other_genoa().issue_crl(&[], t0, Some(t1)).unwrap());
     let err = verifier.verify(&ev(foreign), now()).unwrap_err();
     assert!(
         matches!(
@@ -186,9 +189,15 @@ fn simulated_crl_revokes_ask_and_vcek() {
         ),
         "{err}"
     );
+    // No nextUpdate: its freshness cannot be judged.
+    let forever = leak(p.issue_crl(&[], t0, None).unwrap());
+    assert!(matches!(
+        verifier.verify(&ev(forever), now()).unwrap_err(),
+        VerifyError::Crl(CrlError::NoNextUpdate)
+    ));
     // Not yet valid.
     let future = leak(
-        p.issue_crl(&[], t1, t1 + Duration::from_secs(86400))
+        p.issue_crl(&[], t1, Some(t1 + Duration::from_secs(86400)))
             .unwrap(),
     );
     assert!(matches!(
@@ -336,4 +345,40 @@ fn unsupported_requests_are_errors() {
     let p = genoa();
     assert!(p.issue(&request(2)).is_err());
     assert!(p.issue(&request(4)).is_err());
+}
+
+#[test]
+fn masked_chip_id_skips_the_hwid_comparison_only_when_all_zero() {
+    let p = genoa();
+    let zero = p
+        .issue(&SimReportRequest {
+            chip_id: Some(ChipId([0; 64])),
+            ..request(3)
+        })
+        .unwrap();
+    let ev = Evidence {
+        report: &zero.report,
+        endorsement_key: &zero.vcek,
+        chain: Some(&zero.chain),
+        crl: None,
+    };
+    pinned(p).verify(&ev, now()).unwrap();
+    let mut other = p.config().chip_id;
+    other.0[5] ^= 1;
+    let wrong = p
+        .issue(&SimReportRequest {
+            chip_id: Some(other),
+            ..request(3)
+        })
+        .unwrap();
+    let ev = Evidence {
+        report: &wrong.report,
+        endorsement_key: &wrong.vcek,
+        chain: Some(&wrong.chain),
+        crl: None,
+    };
+    assert!(matches!(
+        pinned(p).verify(&ev, now()).unwrap_err(),
+        VerifyError::ChipId { .. }
+    ));
 }

@@ -268,10 +268,19 @@ fn signature_tampering_fails() {
                 v.now(),
             )
             .unwrap_err();
-        assert!(
-            matches!(err, VerifyError::ReportSignature(_)),
-            "offset {off:#x}: {err}"
-        );
+        // Low 48 bytes of R (0x2A0..0x2D0) and S (0x2E8..0x318) are the scalars; the rest must be zero.
+        let in_scalar = (0x2A0..0x2D0).contains(&off) || (0x2E8..0x318).contains(&off);
+        if in_scalar {
+            assert!(
+                matches!(err, VerifyError::ReportSignature(_)),
+                "offset {off:#x}: {err}"
+            );
+        } else {
+            assert!(
+                matches!(err, VerifyError::Reserved(_)),
+                "offset {off:#x}: {err}"
+            );
+        }
     }
 }
 
@@ -877,4 +886,62 @@ fn cached_verification_still_checks_time_and_report() {
             )
             .is_err()
     );
+}
+
+#[test]
+fn must_be_zero_fields_are_enforced_before_the_signature() {
+    let verifier = verifier();
+    let v = vector("genoa-oak-v5");
+    let cases: [(usize, u8, &str); 5] = [
+        (0x48, 0x02, "MASK_CHIP_KEY"),
+        (0x49, 0x01, "reserved bits 5..31"),
+        (0x0A, 0x02, "bit 17"),
+        (0x0B, 0x04, "bits 26..63"),
+        (0x4C, 0x01, "reserved bytes 0x04c..0x050"),
+    ];
+    for (off, mask, needle) in cases {
+        let mut bad = v.report.clone();
+        bad[off] ^= mask;
+        let err = verifier
+            .verify(
+                &Evidence {
+                    report: &bad,
+                    ..ev(&v)
+                },
+                v.now(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, VerifyError::Reserved(_)), "{off:#x}: {err}");
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    let mut bad = v.report.clone();
+    bad[0x300] = 0x01; // top bytes of R (beyond 48) must be zero
+    bad[0x2A0 + 60] = 0x01;
+    let err = verifier
+        .verify(
+            &Evidence {
+                report: &bad,
+                ..ev(&v)
+            },
+            v.now(),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("P-384 scalar"), "{err}");
+}
+
+#[test]
+fn v2_report_with_a_turin_vcek_is_refused() {
+    let verifier = verifier();
+    let v2 = vector("milan-gsg-v2");
+    let turin = vector("turin-oak-v5");
+    let err = verifier
+        .verify(
+            &Evidence {
+                endorsement_key: &turin.cert,
+                ..ev(&v2)
+            },
+            turin.now(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, VerifyError::Product(_)), "{err}");
 }

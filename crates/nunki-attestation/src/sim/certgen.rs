@@ -260,7 +260,7 @@ pub(super) fn crl(
     ark: &RsaKeyPair,
     revoked: &[Vec<u8>],
     this_update: SystemTime,
-    next_update: SystemTime,
+    next_update: Option<SystemTime>,
 ) -> Result<Vec<u8>, SimError> {
     let this = Time::try_from(this_update).map_err(err("thisUpdate"))?;
     let revoked = revoked
@@ -279,7 +279,9 @@ pub(super) fn crl(
         signature: pss_alg()?,
         issuer: name(&format!("ARK-{}", cfg.product))?,
         this_update: this,
-        next_update: Some(Time::try_from(next_update).map_err(err("nextUpdate"))?),
+        next_update: next_update
+            .map(|t| Time::try_from(t).map_err(err("nextUpdate")))
+            .transpose()?,
         revoked_certificates: (!revoked.is_empty()).then_some(revoked),
         crl_extensions: None,
     };

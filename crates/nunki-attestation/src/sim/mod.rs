@@ -429,11 +429,12 @@ impl SimPlatform {
     }
 
     /// Issues a CRL signed by the simulated ARK, revoking the given serials (big-endian bytes).
+    /// `next_update: None` makes a CRL without nextUpdate (which verifiers must refuse).
     pub fn issue_crl(
         &self,
         revoked: &[Vec<u8>],
         this_update: SystemTime,
-        next_update: SystemTime,
+        next_update: Option<SystemTime>,
     ) -> Result<Vec<u8>, SimError> {
         certgen::crl(
             &self.config,

@@ -192,6 +192,22 @@ impl CertInfo {
         } else {
             KeyKind::Other(alg_oid)
         };
+        if cert.tbs_certificate.signature != cert.signature_algorithm {
+            return Err(perr(
+                "signature algorithm inside the signed part differs from the outer one".into(),
+            ));
+        }
+        let known_critical = [oid::BASIC_CONSTRAINTS, oid::KEY_USAGE];
+        if let Some(e) = cert
+            .extensions()
+            .iter()
+            .find(|e| e.critical && !known_critical.contains(&e.oid.to_id_string().as_str()))
+        {
+            return Err(perr(format!(
+                "unknown critical extension {}",
+                e.oid.to_id_string()
+            )));
+        }
         let is_ca = cert
             .basic_constraints()
             .map_err(|e| perr(format!("basicConstraints: {e}")))?

@@ -32,6 +32,9 @@ pub enum CrlError {
         /// Verification time.
         now: String,
     },
+    /// No nextUpdate: such a CRL would never go stale (AMD's always carry one).
+    #[error("CRL: has no nextUpdate, so its freshness cannot be judged")]
+    NoNextUpdate,
     /// Past nextUpdate: a stale CRL cannot prove that nothing was revoked since.
     #[error(
         "CRL: stale, nextUpdate {next_update} is before the verification time {now}; fetch a current CRL"
@@ -102,9 +105,10 @@ impl VerifiedCrl {
                 now: rfc3339(now),
             });
         }
-        if let Some(next) = self.next_update
-            && now > next
-        {
+        let Some(next) = self.next_update else {
+            return Err(CrlError::NoNextUpdate);
+        };
+        if now > next {
             return Err(CrlError::Stale {
                 next_update: rfc3339(next),
                 now: rfc3339(now),

@@ -156,7 +156,7 @@ impl KeyInfo {
     pub fn author_key_en(self) -> bool {
         self.0 & 1 == 1
     }
-    /// MASK_CHIP_KEY: CHIP_ID is zeroed.
+    /// MASK_CHIP_KEY: the firmware was told not to sign with the chip key (the report is unsigned).
     pub fn mask_chip_key(self) -> bool {
         (self.0 >> 1) & 1 == 1
     }
@@ -475,6 +475,13 @@ impl Report {
         if text.len() == 2 * REPORT_LEN && text.iter().all(u8::is_ascii_hexdigit) {
             let bytes = hex::decode(&text).map_err(|e| ReportError::Hex(e.to_string()))?;
             return Ok((Self::parse(&bytes)?, bytes));
+        }
+        if text.iter().all(u8::is_ascii_hexdigit) && !text.is_empty() {
+            return Err(ReportError::Hex(format!(
+                "{} hex characters, a report needs exactly {} (0x4A0 bytes)",
+                text.len(),
+                2 * REPORT_LEN
+            )));
         }
         Err(ReportError::Length(input.len()))
     }

@@ -53,6 +53,9 @@ pub struct SnpPolicy {
 
 impl SnpPolicy {
     /// The checks a manifest `ReferenceValues.snp[]` entry demands (AMD roots only).
+    ///
+    /// HOST_DATA and REPORT_DATA are per connection: add them with [`SnpPolicy::expecting`]
+    /// or check them separately (the aTLS verifier checks the key binding itself).
     pub fn from_reference_values(rv: &SnpReferenceValues) -> Self {
         Self {
             root: Some(RootRequirement::Amd),
@@ -189,7 +192,10 @@ pub enum ValidationError {
         actual: u32,
     },
     /// Chip not allowed.
-    #[error("AllowedChipIDs: report CHIP_ID {actual} is not in the allowed list ({} entries)", allowed.len())]
+    #[error(
+        "AllowedChipIDs: report CHIP_ID {actual} is not allowed: {}",
+        join(allowed)
+    )]
     ChipId {
         /// Allowed.
         allowed: Vec<ChipId>,

@@ -109,6 +109,9 @@ pub enum VerifyError {
         /// Report CHIP_ID (hex).
         report: String,
     },
+    /// A must-be-zero (or must-be-one) field of the report has the wrong value.
+    #[error("report: {0}")]
+    Reserved(String),
     /// The ECDSA signature over the report does not verify.
     #[error(
         "report signature: ECDSA P-384 signature over bytes 0x000..0x2A0 does not verify with the {0:?} key"
@@ -430,7 +433,14 @@ impl SnpVerifier {
             SigningKey::Vlek => SignerKind::Vlek,
             other => return Err(VerifyError::SigningKey(other)),
         };
+        check_must_be_zero(&report, evidence.report)?;
         let key = self.endorsed_key(evidence)?;
+        if report.version < 3 && key.product.has_fmc() {
+            return Err(VerifyError::Product(format!(
+                "a version {} report cannot come from {} (its firmware writes v3 or later)",
+                report.version, key.product
+            )));
+        }
         if key.signer != report_signer {
             return Err(VerifyError::SignerMismatch {
                 report: report_signer,
@@ -464,10 +474,11 @@ impl SnpVerifier {
             None => false,
         };
         check_tcb_and_chip(&report, &key)?;
-        let fixed = report
-            .signature
-            .to_fixed_p384()
-            .ok_or(VerifyError::ReportSignature(key.signer))?;
+        let fixed = report.signature.to_fixed_p384().ok_or_else(|| {
+            VerifyError::Reserved(
+                "signature R or S has non-zero bytes above the 48 bytes of a P-384 scalar".into(),
+            )
+        })?;
         let signed = evidence
             .report
             .get(..SIGNED_LEN)
@@ -624,7 +635,8 @@ impl SnpVerifier {
         let inter_name = if vlek { "ASVK" } else { "ASK" };
         let mut parsed = chain
             .iter()
-            .map(|der| CertInfo::from_der("chain certificate", der))
+            .enumerate()
+            .map(|(i, der)| CertInfo::from_der(&format!("chain certificate #{}", i + 1), der))
             .collect::<Result<Vec<_>, _>>()?;
         let (ark_idx, inter_idx) = match parsed.as_slice() {
             [one] if one.issuer_raw != one.subject_raw => (None, 0),
@@ -668,6 +680,25 @@ impl SnpVerifier {
             Some(ark) => self.trusted_ark(ark, product)?,
         };
         check_intermediate(&inter, &ark, product, vlek)?;
+        if root == RootKind::Amd {
+            // AMD has one current ASK and ASVK per product; pinning them rejects older,
+            // revoked intermediates (e.g. Genoa's ASK 0x20001) even when no CRL is supplied.
+            let b = builtin()?
+                .iter()
+                .find(|b| b.product == product)
+                .ok_or_else(|| VerifyError::Chain(format!("no built-in root for {product}")))?;
+            let pinned = if vlek { &b.asvk } else { &b.ask };
+            if inter.fingerprint != pinned.fingerprint {
+                return Err(VerifyError::Chain(format!(
+                    "{} (serial {}, SHA-256 {}) is not AMD's current {} certificate (SHA-256 {})",
+                    inter.which,
+                    inter.serial_hex(),
+                    inter.fingerprint,
+                    pinned.subject_cn.as_deref().unwrap_or("intermediate"),
+                    pinned.fingerprint
+                )));
+            }
+        }
         Ok((Arc::new(inter), ark, root))
     }
 
@@ -726,6 +757,48 @@ impl SnpVerifier {
     }
 }
 
+/// Fields the ABI says must be zero (or one) are checked, as go-sev-guest does: a report
+/// that violates them did not come from conforming firmware.
+fn check_must_be_zero(report: &Report, raw: &[u8]) -> Result<(), VerifyError> {
+    let ki = report.key_info.0;
+    if ki >> 5 != 0 {
+        return Err(VerifyError::Reserved(format!(
+            "KEY_INFO {ki:#x}: reserved bits 5..31 must be zero"
+        )));
+    }
+    if report.key_info.mask_chip_key() {
+        return Err(VerifyError::Reserved(
+            "KEY_INFO.MASK_CHIP_KEY is set: firmware does not sign such reports".into(),
+        ));
+    }
+    let policy = report.policy.0;
+    if (policy >> 17) & 1 != 1 {
+        return Err(VerifyError::Reserved(format!(
+            "POLICY {policy:#x}: bit 17 is reserved and must be one"
+        )));
+    }
+    if policy >> 26 != 0 {
+        return Err(VerifyError::Reserved(format!(
+            "POLICY {policy:#x}: bits 26..63 are reserved and must be zero"
+        )));
+    }
+    for range in super::report::reserved_ranges(report.version) {
+        if range.start >= SIGNED_LEN {
+            continue;
+        }
+        if raw
+            .get(range.clone())
+            .is_some_and(|b| b.iter().any(|x| *x != 0))
+        {
+            return Err(VerifyError::Reserved(format!(
+                "reserved bytes {:#05x}..{:#05x} must be zero",
+                range.start, range.end
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_windows(key: &EndorsedKey, now: i64) -> Result<(), VerifyError> {
     for (which, nb, na) in &key.windows {
         if now < *nb || now > *na {
@@ -777,7 +850,9 @@ fn check_tcb_and_chip(report: &Report, key: &EndorsedKey) -> Result<(), VerifyEr
     }
     if key.signer == SignerKind::Vcek {
         let chip = report.chip_id.as_bytes();
-        let masked = chip.iter().all(|b| *b == 0) && report.key_info.mask_chip_key();
+        // A host may launch with MASK_CHIP_ID, which zeroes CHIP_ID; then there is nothing to
+        // compare (and AllowedChipIDs can never match).
+        let masked = chip.iter().all(|b| *b == 0);
         if !masked {
             let hwid = e.hwid.as_deref().unwrap_or_default();
             let expected_len = if key.product.has_fmc() { 8 } else { 64 };
