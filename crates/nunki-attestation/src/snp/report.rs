@@ -382,7 +382,8 @@ impl Writer {
 
 /// Byte ranges that are reserved (must be zero) in a report of `version`.
 pub fn reserved_ranges(version: u32) -> Vec<std::ops::Range<usize>> {
-    let mut r = vec![0x04C..0x050];
+    let mut r = Vec::with_capacity(6);
+    r.push(0x04C..0x050);
     if version >= 3 {
         r.push(0x18B..0x1A0);
     } else {
