@@ -54,9 +54,9 @@ pub enum AtlsError {
     )]
     Binding {
         /// Expected REPORT_DATA.
-        expected: ReportData,
+        expected: Box<ReportData>,
         /// Actual REPORT_DATA.
-        actual: ReportData,
+        actual: Box<ReportData>,
     },
     /// HOST_DATA not acceptable.
     #[error("HOST_DATA {actual} is not one of the expected policy hashes: {}", allowed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
@@ -208,7 +208,10 @@ impl ReferenceVerifier {
         let expected = cert::report_data(&peer.spki, nonce);
         let actual = verified.report().report_data;
         if actual != expected {
-            return Err(AtlsError::Binding { expected, actual });
+            return Err(AtlsError::Binding {
+                expected: Box::new(expected),
+                actual: Box::new(actual),
+            });
         }
         if let HostDataRule::OneOf(allowed) = &self.host_data {
             let hd = verified.report().host_data;

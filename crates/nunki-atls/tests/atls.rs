@@ -1,4 +1,10 @@
 //! aTLS over real loopback sockets with the simulated platform: the happy paths and the attacks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;

@@ -151,6 +151,26 @@ digest_newtype!(
     Sha256Fingerprint, 32
 );
 
+digest_newtype!(
+    /// SHA-256 of the exact bytes of a manifest document, as stored and transmitted.
+    ManifestHash, 32
+);
+digest_newtype!(
+    /// SHA-256 of a manifest history transition (`manifest hash || previous transition hash`).
+    TransitionHash, 32
+);
+
+/// SHA-256 of `data`, through aws-lc.
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    // A SHA-256 digest is always 32 bytes; zipping avoids a panicking slice copy.
+    for (o, b) in out.iter_mut().zip(digest.as_ref()) {
+        *o = *b;
+    }
+    out
+}
+
 impl From<PolicyHash> for HostData {
     fn from(value: PolicyHash) -> Self {
         HostData(value.0)

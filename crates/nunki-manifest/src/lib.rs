@@ -1,16 +1,27 @@
-//! The Nunki manifest: digest newtypes and reference values.
+//! The Nunki manifest: schema and validation, digest newtypes, reference values and the
+//! hash-chained manifest history.
 //!
 //! This crate does no I/O. Everything that is hashed or signed elsewhere is represented here with
 //! fixed-size newtypes so that a wrong length is a parse error, not a runtime surprise.
 
 pub mod digest;
+pub mod history;
+pub mod manifest;
 pub mod reference_values;
+pub mod san;
+mod strict;
 
 pub use digest::{
-    ChipId, DigestParseError, HostData, IdKeyDigest, Measurement, PolicyHash, ReportData,
-    Sha256Fingerprint,
+    ChipId, DigestParseError, HostData, IdKeyDigest, ManifestHash, Measurement, PolicyHash,
+    ReportData, Sha256Fingerprint, TransitionHash,
+};
+pub use history::{ChainEntry, Transition, TransitionLengthError, transition_chain};
+pub use manifest::{
+    Manifest, ManifestError, ManifestErrorKind, ManifestErrors, ParsedManifest, PolicyEntry,
+    ReferenceValues, Role, UnknownRole,
 };
 pub use reference_values::{
     SimulatedReferenceValues, SnpGuestPolicy, SnpMinimumTcb, SnpProduct, SnpReferenceValues,
     UnknownProduct,
 };
+pub use san::{San, SanError};

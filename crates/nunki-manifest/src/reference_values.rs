@@ -10,6 +10,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{ChipId, IdKeyDigest, Measurement, Sha256Fingerprint};
+use crate::strict;
 
 /// An AMD EPYC product line with its own SEV-SNP root of trust.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -112,16 +113,16 @@ pub struct SnpGuestPolicy {
 #[serde(deny_unknown_fields)]
 pub struct SnpReferenceValues {
     /// Product whose AMD root must sign the endorsement key.
-    #[serde(rename = "ProductName")]
+    #[serde(rename = "ProductName", deserialize_with = "strict::string_enum")]
     pub product: SnpProduct,
     /// Launch measurement of the guest firmware, kernel and command line.
     #[serde(rename = "TrustedMeasurement")]
     pub trusted_measurement: Measurement,
     /// Minimum TCB.
-    #[serde(rename = "MinimumTCB")]
+    #[serde(rename = "MinimumTCB", deserialize_with = "strict::map_only")]
     pub minimum_tcb: SnpMinimumTcb,
     /// Guest policy requirements.
-    #[serde(rename = "GuestPolicy", default)]
+    #[serde(rename = "GuestPolicy", default, deserialize_with = "strict::map_only")]
     pub guest_policy: SnpGuestPolicy,
     /// Chip IDs allowed to run the guest; empty means any chip.
     #[serde(rename = "AllowedChipIDs", default)]
@@ -145,16 +146,16 @@ pub struct SimulatedReferenceValues {
     #[serde(rename = "RootFingerprint")]
     pub root_fingerprint: Sha256Fingerprint,
     /// Product layout the simulated platform imitates.
-    #[serde(rename = "ProductName")]
+    #[serde(rename = "ProductName", deserialize_with = "strict::string_enum")]
     pub product: SnpProduct,
     /// Launch measurement.
     #[serde(rename = "TrustedMeasurement")]
     pub trusted_measurement: Measurement,
     /// Minimum TCB.
-    #[serde(rename = "MinimumTCB")]
+    #[serde(rename = "MinimumTCB", deserialize_with = "strict::map_only")]
     pub minimum_tcb: SnpMinimumTcb,
     /// Guest policy requirements.
-    #[serde(rename = "GuestPolicy", default)]
+    #[serde(rename = "GuestPolicy", default, deserialize_with = "strict::map_only")]
     pub guest_policy: SnpGuestPolicy,
     /// Chip IDs allowed; empty means any.
     #[serde(rename = "AllowedChipIDs", default)]
