@@ -10,10 +10,12 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
-use crate::cert::{AttestingKey, parse_peer};
+use crate::cert::{AttestingKey, PeerCert, parse_peer};
 use crate::issuer::Issuer;
 use crate::nonce::{self, NONCE_LEN};
-use crate::verify::{AtlsError, Clock, PeerSlot, ReferenceVerifier, system_clock, to_rustls_error};
+use crate::verify::{
+    AtlsError, Clock, PeerSlot, ReferenceVerifier, VerifiedPeer, system_clock, to_rustls_error,
+};
 
 /// What the client presents when the server asks for a certificate.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +34,20 @@ pub enum ClientIdentity {
     },
 }
 
+/// How the client treats the server's certificate.
+#[derive(Debug, Clone)]
+pub enum ServerVerification {
+    /// The server's evidence must match these reference values during the handshake.
+    Verify(Arc<ReferenceVerifier>),
+    /// Accept the handshake but keep the parsed certificate, to verify it later against
+    /// reference values that arrive over the connection (`nunki verify` without a local
+    /// manifest). Nothing received may be trusted before [`AttestedClientConfig::verify_captured`]
+    /// succeeds.
+    Capture,
+    /// Do not attest the server (the Initializer: what it receives is checked by its peers).
+    None,
+}
+
 /// A per-connection client configuration with its nonce and result slot.
 #[derive(Debug, Clone)]
 pub struct AttestedClientConfig {
@@ -41,6 +57,7 @@ pub struct AttestedClientConfig {
     pub slot: PeerSlot,
     /// The nonce sent in ALPN.
     pub nonce: [u8; NONCE_LEN],
+    captured: Arc<std::sync::Mutex<Option<PeerCert>>>,
 }
 
 impl AttestedClientConfig {
@@ -51,6 +68,24 @@ impl AttestedClientConfig {
         verifier: Option<Arc<ReferenceVerifier>>,
         identity: ClientIdentity,
     ) -> Result<Self, AtlsError> {
+        let mode = match verifier {
+            Some(v) => ServerVerification::Verify(v),
+            None => ServerVerification::None,
+        };
+        Self::with_mode(mode, identity)
+    }
+
+    /// Builds a configuration with an explicit server-verification mode.
+    pub fn with_mode(
+        mode: ServerVerification,
+        identity: ClientIdentity,
+    ) -> Result<Self, AtlsError> {
+        let verifier = match &mode {
+            ServerVerification::Verify(v) => Some(v.clone()),
+            _ => None,
+        };
+        let capture = matches!(mode, ServerVerification::Capture);
+        let captured = Arc::new(std::sync::Mutex::new(None));
         let nonce = nonce::fresh()
             .map_err(|_| AtlsError::Protocol("no randomness for the nonce".into()))?;
         let provider = crate::provider();
@@ -61,6 +96,7 @@ impl AttestedClientConfig {
         });
         let server_verifier = Arc::new(AtlsServerVerifier {
             verifier,
+            capture: capture.then(|| captured.clone()),
             nonce,
             slot: slot.clone(),
             provider: provider.clone(),
@@ -83,7 +119,22 @@ impl AttestedClientConfig {
             config: Arc::new(config),
             slot,
             nonce,
+            captured,
         })
+    }
+
+    /// In [`ServerVerification::Capture`] mode: verifies the captured server certificate now,
+    /// against `verifier`, and records the result in the slot.
+    pub fn verify_captured(&self, verifier: &ReferenceVerifier) -> Result<VerifiedPeer, AtlsError> {
+        let peer = self
+            .captured
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .ok_or_else(|| AtlsError::Protocol("no server certificate was captured".into()))?;
+        let r = verifier.verify(&peer, &self.nonce);
+        self.slot.set(r.clone());
+        r
     }
 
     /// Connects over TCP and completes the handshake. On a verification failure the error
@@ -113,6 +164,7 @@ impl AttestedClientConfig {
 #[derive(Debug)]
 struct AtlsServerVerifier {
     verifier: Option<Arc<ReferenceVerifier>>,
+    capture: Option<Arc<std::sync::Mutex<Option<PeerCert>>>>,
     nonce: [u8; NONCE_LEN],
     slot: PeerSlot,
     provider: Arc<CryptoProvider>,
@@ -127,6 +179,18 @@ impl ServerCertVerifier for AtlsServerVerifier {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(slot) = &self.capture {
+            let peer = parse_peer(end_entity).map_err(|e| to_rustls_error(&AtlsError::from(e)))?;
+            if peer.evidence.is_none() {
+                return Err(to_rustls_error(&AtlsError::Cert(
+                    crate::cert::CertError::NoEvidence,
+                )));
+            }
+            if let Ok(mut g) = slot.lock() {
+                *g = Some(peer);
+            }
+            return Ok(ServerCertVerified::assertion());
+        }
         let Some(verifier) = &self.verifier else {
             return Ok(ServerCertVerified::assertion());
         };

@@ -17,7 +17,7 @@ pub mod oid;
 pub mod server;
 pub mod verify;
 
-pub use client::{AttestedClientConfig, ClientIdentity};
+pub use client::{AttestedClientConfig, ClientIdentity, ServerVerification};
 pub use evidence::EvidenceDoc;
 pub use issuer::{Issuer, SimIssuer};
 pub use server::{AttestingCertResolver, mutual_server_config, user_server_config};

@@ -359,3 +359,26 @@ fn empty_reference_values_fail_closed() {
         ReferenceVerifier::new(&[], &[rv()], HostDataRule::OneOf(vec![]), system_clock()).is_err()
     );
 }
+
+#[tokio::test]
+async fn capture_mode_verifies_after_the_handshake() {
+    let (addr, _h) = serve_once(server(POLICY)).await;
+    let cfg = AttestedClientConfig::with_mode(
+        nunki_atls::ServerVerification::Capture,
+        ClientIdentity::None,
+    )
+    .unwrap();
+    ping(&cfg, &addr).await.unwrap();
+    assert!(
+        cfg.slot.get().is_none(),
+        "nothing is verified before verify_captured"
+    );
+    let ok = cfg
+        .verify_captured(&verifier(rv(), HostDataRule::OneOf(vec![POLICY])))
+        .unwrap();
+    assert_eq!(ok.host_data(), POLICY);
+    let err = cfg
+        .verify_captured(&verifier(other_sim().reference_values(), HostDataRule::Any))
+        .unwrap_err();
+    assert!(matches!(err, AtlsError::Evidence(_)));
+}
