@@ -1,0 +1,63 @@
+//! The Nunki certificate authority: the Coordinator's root CA, the per-manifest mesh CA (as an
+//! intermediate under the root and as a self-signed twin), and leaf certificates for workloads.
+//!
+//! ```text
+//!  root CA  (CN "nunki root CA", O "Nunki", root key, self-signed, pathlen 1)
+//!     │
+//!     └── intermediate CA (CN "nunki mesh CA", O "Nunki", mesh key, pathlen 0)
+//!            │                               ╲ same subject, same key
+//!            │                      mesh CA (CN "nunki mesh CA", O "Nunki", mesh key, self-signed)
+//!            │                               ╱
+//!            └── leaf (the pod's own key; CN = first DNS SAN; serverAuth + clientAuth)
+//! ```
+//!
+//! Whoever trusts the root trusts every future manifest and verifies
+//! leaf → intermediate → root; whoever trusts only the mesh CA trusts just the manifest it
+//! verified and verifies leaf → mesh CA directly. Both paths work because the intermediate and
+//! the mesh CA share subject and key, and leaves name that subject as issuer.
+//!
+//! The root certificate is re-minted (new serial, new dates) each time a [`Ca`] is built, but
+//! its subject and key depend only on the root key, so an old root PEM keeps validating chains
+//! built by a later [`Ca`] with the same root key.
+//!
+//! The crate does no I/O. Time is injected; serial numbers and ECDSA signatures are the only
+//! non-deterministic parts of the output.
+//!
+//! ```
+//! use std::time::SystemTime;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let root_key = nunki_ca::generate_p384_pkcs8()?; // later: derived from the seed
+//! let mesh_key = nunki_ca::generate_p384_pkcs8()?;
+//! let ca = nunki_ca::Ca::new(&root_key, &mesh_key, SystemTime::now())?;
+//!
+//! # let pod_spki = ca_doc_spki();
+//! // `pod_spki`: the workload's SubjectPublicKeyInfo DER (P-256 from the Initializer).
+//! let sans = ["web".to_string(), "*".to_string(), "10.0.0.7".to_string()];
+//! let leaf = ca.issue_leaf(&pod_spki, &sans, SystemTime::now())?;
+//! let cert_chain_pem = ca.chain_pem(&leaf); // certChain.pem
+//! let mesh_ca_pem = ca.mesh_ca_pem(); // mesh-ca.pem
+//! let root_pem = ca.root_pem(); // coordinator-root-ca.pem
+//! # assert!(cert_chain_pem.starts_with(&leaf.pem) && !mesh_ca_pem.is_empty() && !root_pem.is_empty());
+//! # Ok(())
+//! # }
+//! # fn ca_doc_spki() -> Vec<u8> {
+//! #     use aws_lc_rs::{encoding::AsDer, signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING}};
+//! #     let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+//! #     key.public_key().as_der().unwrap().as_ref().to_vec()
+//! # }
+//! ```
+
+mod ca;
+mod error;
+mod keys;
+mod san;
+mod serial;
+mod spki;
+mod validity;
+
+pub use ca::{
+    Ca, DEFAULT_LEAF_COMMON_NAME, Leaf, MESH_CA_COMMON_NAME, ORGANIZATION, ROOT_CA_COMMON_NAME,
+};
+pub use error::{CaError, CaKeyRole};
+pub use keys::generate_p384_pkcs8;

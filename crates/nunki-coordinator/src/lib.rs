@@ -1,0 +1,4 @@
+//! The Nunki Coordinator: the CA of a deployment. It keeps the manifest history, attests
+//! itself to users (user API) and issues mesh certificates to attested pods (mesh API).
+
+pub mod store;

@@ -1,0 +1,1 @@
+//! History storage (placeholder, being written).
