@@ -11,6 +11,7 @@
 pub mod cert;
 pub mod client;
 pub mod evidence;
+pub mod grpc;
 pub mod issuer;
 pub mod nonce;
 pub mod oid;

@@ -1,0 +1,125 @@
+//! gRPC handlers of the user API and the mesh API.
+
+use std::sync::Arc;
+
+use nunki_api::meshapi::mesh_api_server::MeshApi as MeshApiTrait;
+use nunki_api::meshapi::{NewMeshCertRequest, NewMeshCertResponse};
+use nunki_api::userapi::user_api_server::UserApi as UserApiTrait;
+use nunki_api::userapi::{
+    GetManifestsRequest, GetManifestsResponse, SetManifestRequest, SetManifestResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::server::ConnInfo;
+use crate::state::{CoordError, Coordinator};
+
+fn status(e: CoordError) -> Status {
+    match e {
+        CoordError::InvalidArgument(m) => Status::invalid_argument(m),
+        CoordError::PermissionDenied(m) => Status::permission_denied(m),
+        CoordError::FailedPrecondition(m) => Status::failed_precondition(m),
+        CoordError::Internal(m) => Status::internal(m),
+    }
+}
+
+/// The user API (port 1313).
+#[derive(Debug, Clone)]
+pub struct UserApi {
+    coord: Arc<Coordinator>,
+}
+
+impl UserApi {
+    /// Handlers over `coord`.
+    pub fn new(coord: Arc<Coordinator>) -> Self {
+        Self { coord }
+    }
+}
+
+#[tonic::async_trait]
+impl UserApiTrait for UserApi {
+    async fn set_manifest(
+        &self,
+        req: Request<SetManifestRequest>,
+    ) -> Result<Response<SetManifestResponse>, Status> {
+        let spki = req
+            .extensions()
+            .get::<ConnInfo>()
+            .and_then(|i| i.peer_spki.clone());
+        let r = req.into_inner();
+        let expected = if r.previous_transition.is_empty() {
+            None
+        } else {
+            Some(
+                nunki_manifest::TransitionHash::from_slice(&r.previous_transition)
+                    .map_err(|e| Status::invalid_argument(format!("previous_transition: {e}")))?,
+            )
+        };
+        let res = self
+            .coord
+            .set_manifest(&r.manifest, &r.policies, spki.as_deref(), expected)
+            .await;
+        match res {
+            Ok(ok) => Ok(Response::new(SetManifestResponse {
+                root_ca: ok.root_ca.into_bytes(),
+                mesh_ca: ok.mesh_ca.into_bytes(),
+            })),
+            Err(e) => {
+                tracing::info!(error = %e, "SetManifest refused");
+                Err(status(e))
+            }
+        }
+    }
+
+    async fn get_manifests(
+        &self,
+        _req: Request<GetManifestsRequest>,
+    ) -> Result<Response<GetManifestsResponse>, Status> {
+        let v = self.coord.get_manifests().await.map_err(status)?;
+        Ok(Response::new(GetManifestsResponse {
+            manifests: v.manifests,
+            policies: v.policies,
+            root_ca: v.root_ca.into_bytes(),
+            mesh_ca: v.mesh_ca.into_bytes(),
+            latest_transition: v.latest.0.to_vec(),
+        }))
+    }
+}
+
+/// The mesh API (port 7777).
+#[derive(Debug, Clone)]
+pub struct MeshApi {
+    coord: Arc<Coordinator>,
+}
+
+impl MeshApi {
+    /// Handlers over `coord`.
+    pub fn new(coord: Arc<Coordinator>) -> Self {
+        Self { coord }
+    }
+}
+
+#[tonic::async_trait]
+impl MeshApiTrait for MeshApi {
+    async fn new_mesh_cert(
+        &self,
+        req: Request<NewMeshCertRequest>,
+    ) -> Result<Response<NewMeshCertResponse>, Status> {
+        let info = req
+            .extensions()
+            .get::<ConnInfo>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no attested peer on this connection"))?;
+        let peer = info
+            .peer
+            .ok_or_else(|| Status::unauthenticated("no attested peer on this connection"))?;
+        let cert = self
+            .coord
+            .new_mesh_cert(&peer, info.generation)
+            .map_err(status)?;
+        Ok(Response::new(NewMeshCertResponse {
+            mesh_ca: cert.mesh_ca.into_bytes(),
+            cert_chain: cert.chain.into_bytes(),
+            root_ca: cert.root_ca.into_bytes(),
+        }))
+    }
+}

@@ -1,0 +1,434 @@
+//! The manifest history on top of a [`Store`]: content-addressed manifests, policies and
+//! transitions, and the `transitions/latest` pointer that is only ever moved by
+//! compare-and-swap.
+//!
+//! Every read of a content-addressed entry re-hashes it, and [`History::walk`] follows the chain
+//! from the latest transition back to genesis checking each link, so a modified, truncated or
+//! missing file in the state directory is reported with its path instead of being served.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use nunki_manifest::{ManifestHash, ParsedManifest, PolicyHash, Transition, TransitionHash};
+
+use crate::store::{Store, StoreError, StoreKey};
+
+/// Longest history [`History::walk`] follows before declaring the chain corrupt (a cycle can
+/// only come from a SHA-256 collision, but a bound costs nothing).
+pub const MAX_HISTORY_LEN: usize = 100_000;
+
+/// Why a history operation failed. Every variant about stored data names its location.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HistoryError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A content-addressed entry does not hash to its name.
+    #[error(
+        "{location}: content hashes to {actual}, expected {expected}; the file was modified or \
+         corrupted"
+    )]
+    HashMismatch {
+        /// Where.
+        location: String,
+        /// The hash in the entry's name (lowercase hex).
+        expected: String,
+        /// The hash of its content (lowercase hex).
+        actual: String,
+    },
+    /// An entry that the history refers to does not exist.
+    #[error("{location}: missing from the history store (deleted, or the state is incomplete)")]
+    Missing {
+        /// Where it should be.
+        location: String,
+    },
+    /// `transitions/latest` was moved by someone else since it was read.
+    #[error(
+        "the manifest history was updated concurrently: {location} no longer holds {}, it holds \
+         {found}; reload the latest transition and retry",
+        describe_expected(.expected)
+    )]
+    ConcurrentUpdate {
+        /// Where the latest transition is stored.
+        location: String,
+        /// The transition the caller based its update on (None: an empty history).
+        expected: Option<TransitionHash>,
+        /// What the store found instead, in short form.
+        found: String,
+    },
+    /// An entry is present and hashes correctly (or is not content-addressed) but is unusable.
+    #[error("{location}: {reason}")]
+    Corrupt {
+        /// Where.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn describe_expected(expected: &Option<TransitionHash>) -> String {
+    match expected {
+        Some(hash) => format!("transition {hash}"),
+        None => "nothing (an empty history)".to_string(),
+    }
+}
+
+/// The content of `transitions/latest`: the newest transition hash and a signature over it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LatestTransition {
+    /// Hash of the newest transition.
+    pub hash: TransitionHash,
+    /// Signature over `hash` (empty until the history is signed with a history key).
+    pub signature: Vec<u8>,
+}
+
+/// A `transitions/latest` value shorter than a transition hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a latest-transition record is a {} byte transition hash followed by a signature, got only \
+     {actual} bytes (truncated?)",
+    TransitionHash::LEN
+)]
+pub struct LatestTransitionTooShort {
+    /// Bytes received.
+    pub actual: usize,
+}
+
+impl LatestTransition {
+    /// A record without a signature.
+    pub fn unsigned(hash: TransitionHash) -> LatestTransition {
+        LatestTransition {
+            hash,
+            signature: Vec::new(),
+        }
+    }
+
+    /// `hash (32) || signature`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(TransitionHash::LEN + self.signature.len());
+        out.extend_from_slice(self.hash.as_bytes());
+        out.extend_from_slice(&self.signature);
+        out
+    }
+
+    /// Decodes [`to_bytes`](Self::to_bytes) output.
+    pub fn from_bytes(bytes: &[u8]) -> Result<LatestTransition, LatestTransitionTooShort> {
+        let too_short = LatestTransitionTooShort {
+            actual: bytes.len(),
+        };
+        let (hash, signature) = bytes
+            .split_at_checked(TransitionHash::LEN)
+            .ok_or(too_short)?;
+        Ok(LatestTransition {
+            hash: TransitionHash::from_slice(hash).map_err(|_| too_short)?,
+            signature: signature.to_vec(),
+        })
+    }
+}
+
+impl fmt::Debug for LatestTransition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatestTransition")
+            .field("hash", &self.hash)
+            .field("signature", &hex::encode(&self.signature))
+            .finish()
+    }
+}
+
+/// One manifest of the history with the transition that set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Hash of [`transition`](Self::transition).
+    pub transition_hash: TransitionHash,
+    /// The transition.
+    pub transition: Transition,
+    /// The exact manifest bytes (hashing to `transition.manifest_hash`).
+    pub manifest: Vec<u8>,
+}
+
+/// Everything in the history, checked: the result of [`History::verify_all`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VerifiedHistory {
+    /// `transitions/latest` as read (None: empty history).
+    pub latest: Option<LatestTransition>,
+    /// Every manifest, oldest first; the last one was set by `latest`.
+    pub entries: Vec<HistoryEntry>,
+    /// The newest manifest, parsed.
+    pub latest_manifest: Option<ParsedManifest>,
+    /// Every policy referenced by any manifest of the history.
+    pub policies: BTreeMap<PolicyHash, Vec<u8>>,
+}
+
+/// Typed, hash-checking access to the manifest history in a [`Store`].
+#[derive(Debug, Clone)]
+pub struct History {
+    store: Arc<dyn Store>,
+}
+
+impl History {
+    /// The history in `store`.
+    pub fn new(store: Arc<dyn Store>) -> History {
+        History { store }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Where `key` lives, for messages.
+    pub fn location(&self, key: &StoreKey) -> String {
+        self.store.location(key)
+    }
+
+    /// Stores a manifest's exact bytes under their SHA-256.
+    pub async fn set_manifest(&self, raw: &[u8]) -> Result<ManifestHash, HistoryError> {
+        let hash = ManifestHash::of_manifest_bytes(raw);
+        self.store.set(&StoreKey::manifest(&hash), raw).await?;
+        Ok(hash)
+    }
+
+    /// A manifest's bytes, checked against `hash`.
+    pub async fn get_manifest(&self, hash: &ManifestHash) -> Result<Vec<u8>, HistoryError> {
+        self.get_addressed(&StoreKey::manifest(hash), hash.as_bytes())
+            .await
+    }
+
+    /// Stores a policy (or initdata) under its SHA-256, which is its [`PolicyHash`].
+    pub async fn set_policy(&self, raw: &[u8]) -> Result<PolicyHash, HistoryError> {
+        let hash = PolicyHash(sha256(raw));
+        self.store.set(&StoreKey::policy(&hash), raw).await?;
+        Ok(hash)
+    }
+
+    /// A policy's bytes, checked against `hash`.
+    pub async fn get_policy(&self, hash: &PolicyHash) -> Result<Vec<u8>, HistoryError> {
+        self.get_addressed(&StoreKey::policy(hash), hash.as_bytes())
+            .await
+    }
+
+    /// The policies a manifest lists, each checked.
+    pub async fn policies_for(
+        &self,
+        manifest: &ParsedManifest,
+    ) -> Result<BTreeMap<PolicyHash, Vec<u8>>, HistoryError> {
+        let mut out = BTreeMap::new();
+        for hash in manifest.manifest().policies.keys() {
+            out.insert(*hash, self.get_policy(hash).await?);
+        }
+        Ok(out)
+    }
+
+    /// Stores a transition (its 64-byte encoding) under its hash.
+    pub async fn set_transition(
+        &self,
+        transition: &Transition,
+    ) -> Result<TransitionHash, HistoryError> {
+        let hash = transition.hash();
+        self.store
+            .set(&StoreKey::transition(&hash), &transition.to_bytes())
+            .await?;
+        Ok(hash)
+    }
+
+    /// A transition, checked against `hash`.
+    pub async fn get_transition(&self, hash: &TransitionHash) -> Result<Transition, HistoryError> {
+        let key = StoreKey::transition(hash);
+        let bytes = self.get_addressed(&key, hash.as_bytes()).await?;
+        // Only reachable if 64-byte-ness and the hash disagree, i.e. something other than a
+        // transition was stored under a matching name.
+        Transition::from_bytes(&bytes).map_err(|e| HistoryError::Corrupt {
+            location: self.location(&key),
+            reason: e.to_string(),
+        })
+    }
+
+    /// `transitions/latest`, or None for an empty history.
+    pub async fn latest(&self) -> Result<Option<LatestTransition>, HistoryError> {
+        let key = StoreKey::latest_transition();
+        let Some(bytes) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
+        LatestTransition::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| HistoryError::Corrupt {
+                location: self.location(&key),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Moves `transitions/latest` from `expected` (None: no history yet) to `new`, or fails
+    /// with [`HistoryError::ConcurrentUpdate`] if it no longer holds `expected`.
+    pub async fn cas_latest(
+        &self,
+        expected: Option<&LatestTransition>,
+        new: &LatestTransition,
+    ) -> Result<(), HistoryError> {
+        let key = StoreKey::latest_transition();
+        let expected_bytes = expected.map(LatestTransition::to_bytes);
+        self.store
+            .compare_and_swap(&key, expected_bytes.as_deref(), &new.to_bytes())
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict {
+                    location, found, ..
+                } => HistoryError::ConcurrentUpdate {
+                    location,
+                    expected: expected.map(|l| l.hash),
+                    found,
+                },
+                other => HistoryError::Store(other),
+            })
+    }
+
+    /// Every manifest from genesis to the latest transition, oldest first, each link and
+    /// content hash checked. Empty for an empty history.
+    pub async fn walk(&self) -> Result<Vec<HistoryEntry>, HistoryError> {
+        match self.latest().await? {
+            Some(latest) => self.walk_from(&latest.hash).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Like [`walk`](Self::walk), from a given newest transition.
+    pub async fn walk_from(
+        &self,
+        newest: &TransitionHash,
+    ) -> Result<Vec<HistoryEntry>, HistoryError> {
+        if newest.is_zero() {
+            return Err(HistoryError::Corrupt {
+                location: self.location(&StoreKey::latest_transition()),
+                reason: "points at the all-zero genesis marker instead of a transition".to_string(),
+            });
+        }
+        let mut entries = Vec::new();
+        let mut seen = HashSet::new();
+        let mut current = *newest;
+        while current != TransitionHash::GENESIS {
+            let location = self.location(&StoreKey::transition(&current));
+            if !seen.insert(current) {
+                return Err(HistoryError::Corrupt {
+                    location,
+                    reason: "the transition chain loops back to this transition".to_string(),
+                });
+            }
+            if entries.len() >= MAX_HISTORY_LEN {
+                return Err(HistoryError::Corrupt {
+                    location,
+                    reason: format!(
+                        "the transition chain is longer than {MAX_HISTORY_LEN} transitions"
+                    ),
+                });
+            }
+            let transition = self.get_transition(&current).await?;
+            let manifest = self.get_manifest(&transition.manifest_hash).await?;
+            entries.push(HistoryEntry {
+                transition_hash: current,
+                transition,
+                manifest,
+            });
+            current = transition.previous;
+        }
+        entries.reverse();
+        Ok(entries)
+    }
+
+    /// Walks the history, parses every manifest and loads every policy they reference: the
+    /// start-up check that names the first bad file of a corrupted state directory.
+    pub async fn verify_all(&self) -> Result<VerifiedHistory, HistoryError> {
+        let Some(latest) = self.latest().await? else {
+            return Ok(VerifiedHistory::default());
+        };
+        let entries = self.walk_from(&latest.hash).await?;
+        let mut referenced = BTreeSet::new();
+        let mut latest_manifest = None;
+        for entry in &entries {
+            let parsed =
+                ParsedManifest::parse(&entry.manifest).map_err(|errs| HistoryError::Corrupt {
+                    location: self.location(&StoreKey::manifest(&entry.transition.manifest_hash)),
+                    reason: format!("the stored manifest is not valid: {errs}"),
+                })?;
+            referenced.extend(parsed.manifest().policies.keys().copied());
+            latest_manifest = Some(parsed);
+        }
+        let mut policies = BTreeMap::new();
+        for hash in referenced {
+            policies.insert(hash, self.get_policy(&hash).await?);
+        }
+        Ok(VerifiedHistory {
+            latest: Some(latest),
+            entries,
+            latest_manifest,
+            policies,
+        })
+    }
+
+    /// Reads `key`, requiring it to exist and its content to hash to `expected`.
+    async fn get_addressed(
+        &self,
+        key: &StoreKey,
+        expected: &[u8; 32],
+    ) -> Result<Vec<u8>, HistoryError> {
+        let bytes = self
+            .store
+            .get(key)
+            .await?
+            .ok_or_else(|| HistoryError::Missing {
+                location: self.location(key),
+            })?;
+        let actual = sha256(&bytes);
+        if &actual != expected {
+            return Err(HistoryError::HashMismatch {
+                location: self.location(key),
+                expected: hex::encode(expected),
+                actual: hex::encode(actual),
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    for (o, b) in out.iter_mut().zip(digest.as_ref()) {
+        *o = *b;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_transition_bytes() {
+        let l = LatestTransition {
+            hash: TransitionHash([7; 32]),
+            signature: vec![1, 2, 3],
+        };
+        let bytes = l.to_bytes();
+        assert_eq!(bytes.len(), 35);
+        assert_eq!(&bytes[..32], &[7; 32]);
+        assert_eq!(LatestTransition::from_bytes(&bytes).unwrap(), l);
+        let unsigned = LatestTransition::unsigned(TransitionHash([9; 32]));
+        assert_eq!(
+            LatestTransition::from_bytes(&unsigned.to_bytes()).unwrap(),
+            unsigned
+        );
+        assert_eq!(
+            LatestTransition::from_bytes(&[0; 31]).unwrap_err(),
+            LatestTransitionTooShort { actual: 31 }
+        );
+        assert!(LatestTransition::from_bytes(&[]).is_err());
+    }
+
+    #[test]
+    fn sha256_matches_manifest_hash() {
+        assert_eq!(
+            sha256(b"first manifest\n"),
+            ManifestHash::of_manifest_bytes(b"first manifest\n").0
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! Wiring: open the store, bind the three listeners and serve until shut down. Used by the
+//! binary and by in-process integration tests and benchmarks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nunki_atls::verify::Clock;
+use nunki_atls::{AttestingCertResolver, Issuer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::history::History;
+use crate::metrics::Metrics;
+use crate::state::Coordinator;
+use crate::store::{DirStore, MemStore, Store};
+
+/// Where the history lives.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    /// Files under this state directory.
+    Dir(PathBuf),
+    /// In memory (tests).
+    Memory,
+}
+
+/// Everything needed to start a Coordinator.
+pub struct Options {
+    /// The platform's evidence issuer (the Coordinator's own attestation).
+    pub issuer: Arc<dyn Issuer>,
+    /// History storage.
+    pub store: StoreChoice,
+    /// User API address.
+    pub user_api: SocketAddr,
+    /// Mesh API address.
+    pub mesh_api: SocketAddr,
+    /// Probes and metrics address.
+    pub metrics: SocketAddr,
+    /// Clock.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("store", &self.store)
+            .field("user_api", &self.user_api)
+            .field("mesh_api", &self.mesh_api)
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running Coordinator.
+#[derive(Debug)]
+pub struct Running {
+    /// Bound user API address.
+    pub user_api: SocketAddr,
+    /// Bound mesh API address.
+    pub mesh_api: SocketAddr,
+    /// Bound metrics address.
+    pub metrics: SocketAddr,
+    /// The state machine.
+    pub coordinator: Arc<Coordinator>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl Running {
+    /// Stops all servers and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Waits until any server stops (with its result), then stops the others.
+    pub async fn wait(mut self) -> Result<(), String> {
+        let tasks = std::mem::take(&mut self.tasks);
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let (res, _, rest) = futures_util::future::select_all(tasks).await;
+        let _ = self.shutdown.send(true);
+        for t in rest {
+            let _ = t.await;
+        }
+        res.unwrap_or_else(|e| Err(e.to_string()))
+    }
+}
+
+fn stopper(
+    mut rx: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        while !*rx.borrow() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Opens the store, binds all listeners and starts serving.
+pub async fn start(opts: Options) -> Result<Running, String> {
+    let store: Arc<dyn Store> = match &opts.store {
+        StoreChoice::Dir(d) => Arc::new(DirStore::open(d).await.map_err(|e| e.to_string())?),
+        StoreChoice::Memory => Arc::new(MemStore::default()),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let coord = Arc::new(
+        Coordinator::open(History::new(store), opts.clock.clone(), metrics)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let resolver = Arc::new(
+        AttestingCertResolver::new(opts.issuer.clone(), opts.clock.clone())
+            .map_err(|e| e.to_string())?,
+    );
+    let bind = |a: SocketAddr, what: &'static str| async move {
+        TcpListener::bind(a)
+            .await
+            .map_err(|e| format!("cannot listen on {a} for the {what}: {e}"))
+    };
+    let user = bind(opts.user_api, "user API").await?;
+    let mesh = bind(opts.mesh_api, "mesh API").await?;
+    let metrics_l = bind(opts.metrics, "metrics").await?;
+    let addr = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
+    let (user_api, mesh_api, metrics_addr) = (addr(&user)?, addr(&mesh)?, addr(&metrics_l)?);
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(crate::server::serve_user_api(
+        user,
+        coord.clone(),
+        resolver.clone(),
+        stopper(rx.clone()),
+    )));
+    tasks.push(tokio::spawn(crate::server::serve_mesh_api(
+        mesh,
+        coord.clone(),
+        resolver,
+        stopper(rx.clone()),
+    )));
+    let router = crate::metrics::router(coord.clone());
+    let stop = stopper(rx);
+    tasks.push(tokio::spawn(async move {
+        axum::serve(metrics_l, router)
+            .with_graceful_shutdown(stop)
+            .await
+            .map_err(|e| e.to_string())
+    }));
+    tracing::info!(%user_api, %mesh_api, metrics = %metrics_addr, "Coordinator listening");
+    Ok(Running {
+        user_api,
+        mesh_api,
+        metrics: metrics_addr,
+        coordinator: coord,
+        shutdown: tx,
+        tasks,
+    })
+}

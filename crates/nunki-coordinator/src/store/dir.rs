@@ -1,0 +1,316 @@
+//! Directory store: one file per key under `<state_dir>/history/<dir>/<name>`.
+//!
+//! Every write goes to a temporary file in the target directory, which is fsynced, renamed over
+//! the target and followed by an fsync of the directory, so a crash leaves either the old or
+//! the new value, never a mix. Temporary files are named `.tmp-…`; a leading dot cannot occur in
+//! a key, so they never shadow one, and leftovers of a crash are removed on open.
+//!
+//! Compare-and-swap holds an in-process mutex and an exclusive `flock` on `history/.lock`
+//! around read-compare-write, so it is atomic between tasks and between processes (or store
+//! instances) sharing the directory. Plain writes hold the same lock shared, so the clean-up on
+//! open (exclusive) never removes the temporary file of a live writer.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Store, StoreError, StoreKey, conflict};
+
+/// Sub-directory of the state directory that holds the history.
+const HISTORY_DIR: &str = "history";
+/// Lock file, inside the history directory.
+const LOCK_FILE: &str = ".lock";
+/// Prefix of temporary files, inside a key directory.
+const TMP_PREFIX: &str = ".tmp-";
+
+/// Makes temporary file names unique between threads of one process (the PID separates
+/// processes).
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A [`Store`] in files below `<state_dir>/history/` (directories 0700, files 0600).
+#[derive(Debug)]
+pub struct DirStore {
+    root: PathBuf,
+    /// Serialises compare-and-swap within this instance, so waiting happens on the async
+    /// runtime rather than in blocking threads stuck on the file lock.
+    cas: tokio::sync::Mutex<()>,
+}
+
+impl DirStore {
+    /// Opens (creating if needed) the history below `state_dir` and removes temporary files
+    /// left over by a crash.
+    pub async fn open(state_dir: impl AsRef<Path>) -> Result<DirStore, StoreError> {
+        let root = state_dir.as_ref().join(HISTORY_DIR);
+        blocking(&root, |root| DirStore::open_blocking(root.to_path_buf())).await
+    }
+
+    fn open_blocking(root: PathBuf) -> Result<DirStore, StoreError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .map_err(|e| io_err(&root, "cannot create the directory", &e))?;
+        let meta = fs::metadata(&root).map_err(|e| io_err(&root, "cannot inspect", &e))?;
+        if !meta.is_dir() {
+            return Err(StoreError::Corrupt {
+                location: root.display().to_string(),
+                reason: "expected a directory".to_string(),
+            });
+        }
+        let store = DirStore {
+            root,
+            cas: tokio::sync::Mutex::new(()),
+        };
+        let lock = store.lock_file()?;
+        lock.lock()
+            .map_err(|e| io_err(&store.lock_path(), "cannot lock", &e))?;
+        store.remove_leftovers()?;
+        Ok(store)
+    }
+
+    /// `<state_dir>/history`.
+    pub fn history_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file that holds `key`.
+    pub fn path(&self, key: &StoreKey) -> PathBuf {
+        self.root.join(key.dir()).join(key.name())
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.root.join(LOCK_FILE)
+    }
+
+    fn lock_file(&self) -> Result<File, StoreError> {
+        open_lock_file(&self.lock_path())
+    }
+
+    /// Removes `.tmp-*` files in every key directory. Caller holds the exclusive lock.
+    fn remove_leftovers(&self) -> Result<(), StoreError> {
+        let entries =
+            fs::read_dir(&self.root).map_err(|e| io_err(&self.root, "cannot list", &e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err(&self.root, "cannot list", &e))?;
+            let dir = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let files = fs::read_dir(&dir).map_err(|e| io_err(&dir, "cannot list", &e))?;
+            for file in files {
+                let file = file.map_err(|e| io_err(&dir, "cannot list", &e))?;
+                if file.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    let path = file.path();
+                    tracing::warn!(path = %path.display(), "removing temporary file left by an interrupted write");
+                    fs::remove_file(&path).map_err(|e| io_err(&path, "cannot remove", &e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for DirStore {
+    async fn get(&self, key: &StoreKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.path(key);
+        blocking(&path, move |path| read_value(path)).await
+    }
+
+    async fn set(&self, key: &StoreKey, value: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(key);
+        let lock_path = self.lock_path();
+        let value = value.to_vec();
+        blocking(&path, move |path| {
+            let lock = open_lock_file(&lock_path)?;
+            lock.lock_shared()
+                .map_err(|e| io_err(&lock_path, "cannot lock", &e))?;
+            write_atomically(path, &value)
+        })
+        .await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &StoreKey,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<(), StoreError> {
+        let _in_process = self.cas.lock().await;
+        let path = self.path(key);
+        let lock_path = self.lock_path();
+        let expected = expected.map(<[u8]>::to_vec);
+        let new = new.to_vec();
+        blocking(&path, move |path| {
+            let lock = open_lock_file(&lock_path)?;
+            lock.lock()
+                .map_err(|e| io_err(&lock_path, "cannot lock", &e))?;
+            let found = read_value(path)?;
+            if found != expected {
+                return Err(conflict(
+                    path.display().to_string(),
+                    expected.as_deref(),
+                    found.as_deref(),
+                ));
+            }
+            write_atomically(path, &new)
+            // `lock` is released when the file is closed here, after the rename is durable.
+        })
+        .await
+    }
+
+    fn location(&self, key: &StoreKey) -> String {
+        self.path(key).display().to_string()
+    }
+}
+
+/// Runs blocking file I/O off the async runtime.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce(&Path) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || f(&owned))
+        .await
+        .map_err(|e| StoreError::Io {
+            location: path.display().to_string(),
+            reason: format!("the I/O task failed: {e}"),
+        })?
+}
+
+fn io_err(path: &Path, what: &str, e: &io::Error) -> StoreError {
+    StoreError::Io {
+        location: path.display().to_string(),
+        reason: format!("{what}: {e}"),
+    }
+}
+
+// flock(2) needs no write access, but opening read-write lets the file be created.
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_err(path, "cannot open the lock file", &e))
+}
+
+/// The file's content; None if it (or its directory) does not exist.
+fn read_value(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path, "cannot open", &e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| io_err(path, "cannot inspect", &e))?;
+    if !meta.is_file() {
+        return Err(StoreError::Corrupt {
+            location: path.display().to_string(),
+            reason: format!("expected a regular file, found {}", kind_of(&meta)),
+        });
+    }
+    let mut out = Vec::new();
+    file.read_to_end(&mut out)
+        .map_err(|e| io_err(path, "cannot read", &e))?;
+    Ok(Some(out))
+}
+
+fn kind_of(meta: &fs::Metadata) -> &'static str {
+    if meta.is_file() {
+        "a regular file"
+    } else if meta.is_dir() {
+        "a directory"
+    } else if meta.file_type().is_symlink() {
+        "a symbolic link"
+    } else {
+        "a special file"
+    }
+}
+
+/// Temp file, fsync, rename over `path`, fsync the directory.
+fn write_atomically(path: &Path, value: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().ok_or_else(|| StoreError::Corrupt {
+        location: path.display().to_string(),
+        reason: "a store file has no parent directory".to_string(),
+    })?;
+    ensure_dir(dir)?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        "{TMP_PREFIX}{file_name}-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = write_tmp_and_rename(&tmp, path, value);
+    if result.is_err() {
+        // Best effort: the file may not exist, or the rename may already have happened.
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, "cannot sync the directory", &e))
+}
+
+fn write_tmp_and_rename(tmp: &Path, path: &Path, value: &[u8]) -> Result<(), StoreError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| io_err(tmp, "cannot create a temporary file", &e))?;
+    file.write_all(value)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_err(tmp, "cannot write a temporary file", &e))?;
+    drop(file);
+    if let Ok(meta) = fs::symlink_metadata(path)
+        && meta.is_dir()
+    {
+        return Err(StoreError::Corrupt {
+            location: path.display().to_string(),
+            reason: "expected a regular file, found a directory".to_string(),
+        });
+    }
+    fs::rename(tmp, path).map_err(|e| {
+        io_err(
+            path,
+            &format!("cannot rename {} to this file", tmp.display()),
+            &e,
+        )
+    })
+}
+
+/// Creates a key directory (0700) if missing, making its entry durable.
+fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(meta) => {
+            return Err(StoreError::Corrupt {
+                location: dir.display().to_string(),
+                reason: format!("expected a directory, found {}", kind_of(&meta)),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(dir, "cannot inspect", &e)),
+    }
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        // Created concurrently by another writer: fine if it is a directory.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(io_err(dir, "cannot create the directory", &e)),
+    }
+    if let Some(parent) = dir.parent() {
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(parent, "cannot sync the directory", &e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,500 @@
+//! The Coordinator end to end over real loopback sockets with the simulated platform:
+//! set → pods get certificates (or are refused) → history → updates → restart.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use aws_lc_rs::digest;
+use nunki_api::meshapi::NewMeshCertRequest;
+use nunki_api::meshapi::mesh_api_client::MeshApiClient;
+use nunki_api::userapi::user_api_client::UserApiClient;
+use nunki_api::userapi::{GetManifestsRequest, SetManifestRequest};
+use nunki_atls::cert::AttestingKey;
+use nunki_atls::grpc::{AtlsChannel, ConnectError, connect};
+use nunki_atls::verify::system_clock;
+use nunki_atls::{
+    AttestedClientConfig, ClientIdentity, HostDataRule, Issuer, ReferenceVerifier, SimIssuer,
+};
+use nunki_attestation::sim::SimPlatform;
+use nunki_coordinator::run::{Options, Running, StoreChoice, start};
+use nunki_manifest::{
+    HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role, Sha256Fingerprint,
+    SnpProduct, transition_chain,
+};
+
+fn sim() -> Arc<SimPlatform> {
+    static P: OnceLock<Arc<SimPlatform>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(SimPlatform::generate(SnpProduct::Genoa, SystemTime::now()).unwrap()))
+        .clone()
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    digest::digest(&digest::SHA256, b)
+        .as_ref()
+        .try_into()
+        .unwrap()
+}
+
+struct Deployment {
+    coordinator_policy: Vec<u8>,
+    web_policy: Vec<u8>,
+    manifest: Vec<u8>,
+}
+
+impl Deployment {
+    fn new(owner: Arc<AttestingKey>, extra_san: &str) -> Self {
+        let coordinator_policy = b"package agent_policy\n# coordinator\n".to_vec();
+        let web_policy = format!("package agent_policy\n# web {extra_san}\n").into_bytes();
+        let mut policies = BTreeMap::new();
+        policies.insert(
+            PolicyHash(sha256(&coordinator_policy)),
+            PolicyEntry {
+                sans: vec!["coordinator".into()],
+                workload_secret_id: String::new(),
+                role: Role::Coordinator,
+            },
+        );
+        policies.insert(
+            PolicyHash(sha256(&web_policy)),
+            PolicyEntry {
+                sans: vec![
+                    "web".into(),
+                    "*".into(),
+                    "127.0.0.1".into(),
+                    extra_san.into(),
+                ],
+                workload_secret_id: "apps/v1/Deployment/default/web".into(),
+                role: Role::None,
+            },
+        );
+        let m = Manifest {
+            policies,
+            reference_values: ReferenceValues {
+                snp: vec![],
+                tdx: vec![],
+                simulated: vec![sim().reference_values()],
+            },
+            workload_owner_key_digests: vec![Sha256Fingerprint(sha256(&owner.spki_der()))],
+            seedshare_owner_pub_keys: vec![],
+        };
+        Self {
+            coordinator_policy,
+            web_policy,
+            manifest: m.to_json_bytes(),
+        }
+    }
+
+    fn coordinator_host_data(&self) -> HostData {
+        HostData(sha256(&self.coordinator_policy))
+    }
+
+    fn web_host_data(&self) -> HostData {
+        HostData(sha256(&self.web_policy))
+    }
+
+    fn request(&self, previous: Option<[u8; 32]>) -> SetManifestRequest {
+        SetManifestRequest {
+            manifest: self.manifest.clone(),
+            policies: vec![self.coordinator_policy.clone(), self.web_policy.clone()],
+            previous_transition: previous.map(|p| p.to_vec()).unwrap_or_default(),
+        }
+    }
+}
+
+async fn coordinator(store: StoreChoice, host: HostData) -> Result<Running, String> {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    start(Options {
+        issuer: Arc::new(SimIssuer::new(sim(), host)),
+        store,
+        user_api: any,
+        mesh_api: any,
+        metrics: any,
+        clock: system_clock(),
+    })
+    .await
+}
+
+async fn user_channel(
+    addr: SocketAddr,
+    host: HostData,
+    key: Option<Arc<AttestingKey>>,
+) -> Result<AtlsChannel, ConnectError> {
+    let verifier = Arc::new(
+        ReferenceVerifier::new(
+            &[],
+            &[sim().reference_values()],
+            HostDataRule::OneOf(vec![host]),
+            system_clock(),
+        )
+        .unwrap(),
+    );
+    let identity = key.map_or(ClientIdentity::None, ClientIdentity::Key);
+    connect(
+        &addr.to_string(),
+        Arc::new(move || AttestedClientConfig::new(Some(verifier.clone()), identity.clone())),
+    )
+    .await
+}
+
+async fn pod(
+    addr: SocketAddr,
+    issuer: Arc<dyn Issuer>,
+) -> Result<(Arc<AttestingKey>, nunki_api::meshapi::NewMeshCertResponse), String> {
+    let key = Arc::new(AttestingKey::generate().unwrap());
+    let k = key.clone();
+    let ch = connect(
+        &addr.to_string(),
+        Arc::new(move || {
+            AttestedClientConfig::new(
+                None,
+                ClientIdentity::Attested {
+                    key: k.clone(),
+                    issuer: issuer.clone(),
+                },
+            )
+        }),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let resp = MeshApiClient::new(ch.channel)
+        .new_mesh_cert(NewMeshCertRequest {})
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+    Ok((key, resp.into_inner()))
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, out)
+}
+
+fn pem_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    nunki_attestation::snp::certs::pem_or_der_certs(pem)
+        .unwrap()
+        .into_iter()
+        .map(Into::into)
+        .collect()
+}
+
+/// Verifies a server leaf for `name` against `root` with rustls/webpki.
+fn verify_leaf(chain_pem: &[u8], root_pem: &[u8], name: &str) -> Result<(), String> {
+    use rustls::client::danger::ServerCertVerifier;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pem_certs(root_pem) {
+        roots.add(c).unwrap();
+    }
+    let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        nunki_atls::provider(),
+    )
+    .build()
+    .unwrap();
+    let chain = pem_certs(chain_pem);
+    v.verify_server_cert(
+        &chain[0],
+        &chain[1..],
+        &rustls::pki_types::ServerName::try_from(name.to_string()).unwrap(),
+        &[],
+        rustls::pki_types::UnixTime::now(),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_flow_with_the_simulated_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Arc::new(AttestingKey::generate().unwrap());
+    let d = Deployment::new(owner.clone(), "web.default.svc");
+    let c = coordinator(
+        StoreChoice::Dir(dir.path().to_path_buf()),
+        d.coordinator_host_data(),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(http_get(c.metrics, "/healthz").await.0, 200);
+    let (code, body) = http_get(c.metrics, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+
+    // Before a manifest, pods are refused (no reference values to check them against).
+    assert!(
+        pod(
+            c.mesh_api,
+            Arc::new(SimIssuer::new(sim(), d.web_host_data()))
+        )
+        .await
+        .is_err()
+    );
+
+    // set: the CLI side attests the Coordinator against the manifest's coordinator policy.
+    let ch = user_channel(c.user_api, d.coordinator_host_data(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        ch.verified_peer().unwrap().host_data(),
+        d.coordinator_host_data()
+    );
+    let set = UserApiClient::new(ch.channel.clone())
+        .set_manifest(d.request(None))
+        .await
+        .unwrap()
+        .into_inner();
+    let (code, body) = http_get(c.metrics, "/readyz").await;
+    assert_eq!(code, 200, "{body}");
+
+    // A pod whose HOST_DATA is listed gets a certificate that chains to the root and mesh CA.
+    let (web_key, cert) = pod(
+        c.mesh_api,
+        Arc::new(SimIssuer::new(sim(), d.web_host_data())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cert.root_ca, set.root_ca);
+    assert_eq!(cert.mesh_ca, set.mesh_ca);
+    verify_leaf(&cert.cert_chain, &set.root_ca, "web").unwrap();
+    verify_leaf(&cert.cert_chain, &set.root_ca, "web.default.svc").unwrap();
+    verify_leaf(&cert.cert_chain, &set.mesh_ca, "127.0.0.1").unwrap();
+    assert!(verify_leaf(&cert.cert_chain, &set.root_ca, "backend").is_err());
+    let leaf = nunki_atls::cert::parse_peer(&pem_certs(&cert.cert_chain)[0]).unwrap();
+    assert_eq!(
+        leaf.spki,
+        web_key.spki_der(),
+        "the leaf certifies the pod's own TLS key"
+    );
+
+    // A pod whose HOST_DATA is not listed is refused, and the refusal is counted.
+    let err = pod(
+        c.mesh_api,
+        Arc::new(SimIssuer::new(sim(), HostData([0x99; 32]))),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("PermissionDenied") && err.contains("not in the manifest"),
+        "{err}"
+    );
+    // A pod with a different measurement fails attestation in the handshake.
+    let bad: Arc<dyn Issuer> =
+        Arc::new(SimIssuer::new(sim(), d.web_host_data()).with_measurement([3u8; 48].into()));
+    assert!(pod(c.mesh_api, bad).await.is_err());
+    for needle in [
+        "nunki_coordinator_certificates_issued_total 1",
+        r#"nunki_coordinator_attestation_failures_total{reason="unknown_policy"} 1"#,
+        r#"nunki_coordinator_attestation_failures_total{reason="reference_values"} 1"#,
+        "nunki_coordinator_manifests_set_total 1",
+    ] {
+        wait_metric(c.metrics, needle).await;
+    }
+
+    // GetManifests: the history and its chain.
+    let got = UserApiClient::new(ch.channel.clone())
+        .get_manifests(GetManifestsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.manifests, vec![d.manifest.clone()]);
+    assert_eq!(got.policies.len(), 2);
+    let chain = transition_chain(&[&d.manifest]);
+    assert_eq!(
+        got.latest_transition,
+        chain.last().unwrap().transition_hash.0.to_vec()
+    );
+
+    // An update by a key that is not a workload owner is refused, naming the key.
+    let intruder = Arc::new(AttestingKey::generate().unwrap());
+    let d2 = Deployment::new(owner.clone(), "web2.default.svc");
+    let ich = user_channel(c.user_api, d.coordinator_host_data(), Some(intruder))
+        .await
+        .unwrap();
+    let st = UserApiClient::new(ich.channel)
+        .set_manifest(d2.request(None))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::PermissionDenied);
+    assert!(
+        st.message().contains("is not a workload owner key"),
+        "{}",
+        st.message()
+    );
+    let st = UserApiClient::new(ch.channel.clone())
+        .set_manifest(d2.request(None))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::PermissionDenied);
+
+    // Invalid manifests list every error.
+    let och = user_channel(c.user_api, d.coordinator_host_data(), Some(owner.clone()))
+        .await
+        .unwrap();
+    let mut bad_req = d2.request(None);
+    bad_req.manifest = br#"{"Policies":{"xyz":{"SANs":[]}},"ReferenceValues":{}}"#.to_vec();
+    let st = UserApiClient::new(och.channel.clone())
+        .set_manifest(bad_req)
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::InvalidArgument);
+    assert!(st.message().lines().count() >= 3, "{}", st.message());
+
+    // Two concurrent updates from the same base: exactly one wins.
+    let base: [u8; 32] = got.latest_transition.clone().try_into().unwrap();
+    let d3 = Deployment::new(owner.clone(), "web3.default.svc");
+    let mut ca = UserApiClient::new(och.channel.clone());
+    let mut cb = UserApiClient::new(och.channel.clone());
+    let (a, b) = tokio::join!(
+        ca.set_manifest(d2.request(Some(base))),
+        cb.set_manifest(d3.request(Some(base)))
+    );
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "exactly one concurrent update must win: {a:?} {b:?}"
+    );
+    let a_won = a.is_ok();
+    let loser = a.err().or(b.err()).unwrap();
+    assert_eq!(loser.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        loser.message().contains("concurrent update"),
+        "{}",
+        loser.message()
+    );
+    let got2 = UserApiClient::new(och.channel.clone())
+        .get_manifests(GetManifestsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got2.manifests.len(), 2);
+    assert_ne!(
+        got2.mesh_ca, got.mesh_ca,
+        "the mesh CA rotates with every manifest"
+    );
+    // The root CA key and subject stay: a pod certified under the new manifest verifies with
+    // the root PEM users saved after the first `set`.
+    let winner = if a_won { &d2 } else { &d3 };
+    let (_, cert2) = pod(
+        c.mesh_api,
+        Arc::new(SimIssuer::new(sim(), winner.web_host_data())),
+    )
+    .await
+    .unwrap();
+    verify_leaf(&cert2.cert_chain, &set.root_ca, "web").unwrap();
+    assert!(
+        verify_leaf(&cert2.cert_chain, &set.mesh_ca, "web").is_err(),
+        "the old mesh CA must not accept new leaves"
+    );
+    let refs: Vec<&[u8]> = got2.manifests.iter().map(Vec::as_slice).collect();
+    assert_eq!(
+        got2.latest_transition,
+        transition_chain(&refs)
+            .last()
+            .unwrap()
+            .transition_hash
+            .0
+            .to_vec()
+    );
+
+    // Restart over the same state dir: the history survives, the Coordinator is in recovery mode.
+    c.shutdown().await;
+    let c = coordinator(
+        StoreChoice::Dir(dir.path().to_path_buf()),
+        d.coordinator_host_data(),
+    )
+    .await
+    .unwrap();
+    let (code, body) = http_get(c.metrics, "/readyz").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("recovery mode"), "{body}");
+    let ch = user_channel(c.user_api, d.coordinator_host_data(), Some(owner.clone()))
+        .await
+        .unwrap();
+    let st = UserApiClient::new(ch.channel.clone())
+        .set_manifest(d.request(None))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::FailedPrecondition);
+    assert!(st.message().contains("recovery mode"), "{}", st.message());
+    assert!(
+        pod(
+            c.mesh_api,
+            Arc::new(SimIssuer::new(sim(), d.web_host_data()))
+        )
+        .await
+        .is_err()
+    );
+    c.shutdown().await;
+
+    // A corrupted file in the state dir is detected on start and named.
+    let manifests = walk_files(dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("manifests"))
+        .collect::<Vec<_>>();
+    assert!(!manifests.is_empty());
+    let victim = &manifests[0];
+    let mut bytes = std::fs::read(victim).unwrap();
+    bytes[5] ^= 1;
+    std::fs::write(victim, bytes).unwrap();
+    let err = coordinator(
+        StoreChoice::Dir(dir.path().to_path_buf()),
+        d.coordinator_host_data(),
+    )
+    .await
+    .unwrap_err();
+    let name = victim.file_name().unwrap().to_string_lossy().to_string();
+    assert!(err.contains(&name), "{err}");
+}
+
+/// The server records a refused handshake after the client has seen it fail; poll briefly.
+async fn wait_metric(addr: SocketAddr, needle: &str) {
+    let mut last = String::new();
+    for _ in 0..50 {
+        last = http_get(addr, "/metrics").await.1;
+        if last.contains(needle) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("metric {needle:?} not found in:\n{last}");
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_wrongly_attested_coordinator_is_refused() {
+    let owner = Arc::new(AttestingKey::generate().unwrap());
+    let d = Deployment::new(owner, "x");
+    // The Coordinator runs with another policy than the manifest's coordinator entry.
+    let c = coordinator(StoreChoice::Memory, HostData([0x55; 32]))
+        .await
+        .unwrap();
+    let err = user_channel(c.user_api, d.coordinator_host_data(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Attestation { .. }), "{err}");
+    assert!(err.to_string().contains("HOST_DATA"), "{err}");
+    c.shutdown().await;
+}
