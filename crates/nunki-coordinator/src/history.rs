@@ -45,7 +45,7 @@ pub enum HistoryError {
     },
     /// `transitions/latest` was moved by someone else since it was read.
     #[error(
-        "the manifest history was updated concurrently: {location} no longer holds {}, it holds \
+        "the manifest history was updated concurrently: expected {location} to hold {}, found \
          {found}; reload the latest transition and retry",
         describe_expected(.expected)
     )]

@@ -278,6 +278,22 @@ async fn full_flow_with_the_simulated_platform() {
         "the leaf certifies the pod's own TLS key"
     );
 
+    // A second pod of the same workload; the two complete a mutual-TLS exchange with their
+    // mesh certificates, each trusting only the mesh CA.
+    let (peer_key, peer_cert) = pod(
+        c.mesh_api,
+        Arc::new(SimIssuer::new(sim(), d.web_host_data())),
+    )
+    .await
+    .unwrap();
+    mtls_exchange(
+        (&web_key, &cert.cert_chain),
+        (&peer_key, &peer_cert.cert_chain),
+        &set.mesh_ca,
+    )
+    .await;
+    openssl_verify(&set.root_ca, &cert.cert_chain);
+
     // A pod whose HOST_DATA is not listed is refused, and the refusal is counted.
     let err = pod(
         c.mesh_api,
@@ -294,7 +310,7 @@ async fn full_flow_with_the_simulated_platform() {
         Arc::new(SimIssuer::new(sim(), d.web_host_data()).with_measurement([3u8; 48].into()));
     assert!(pod(c.mesh_api, bad).await.is_err());
     for needle in [
-        "nunki_coordinator_certificates_issued_total 1",
+        "nunki_coordinator_certificates_issued_total 2",
         r#"nunki_coordinator_attestation_failures_total{reason="unknown_policy"} 1"#,
         r#"nunki_coordinator_attestation_failures_total{reason="reference_values"} 1"#,
         "nunki_coordinator_manifests_set_total 1",
@@ -455,6 +471,100 @@ async fn full_flow_with_the_simulated_platform() {
     .unwrap_err();
     let name = victim.file_name().unwrap().to_string_lossy().to_string();
     assert!(err.contains(&name), "{err}");
+}
+
+/// Two pods talk mutual TLS with their mesh certificates over loopback (rustls both ends).
+async fn mtls_exchange(
+    server: (&AttestingKey, &[u8]),
+    client: (&AttestingKey, &[u8]),
+    mesh_ca: &[u8],
+) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let roots = {
+        let mut r = rustls::RootCertStore::empty();
+        for c in pem_certs(mesh_ca) {
+            r.add(c).unwrap();
+        }
+        Arc::new(r)
+    };
+    let key = |k: &AttestingKey| PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(k.pkcs8_der()));
+    let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        nunki_atls::provider(),
+    )
+    .build()
+    .unwrap();
+    let server_cfg = rustls::ServerConfig::builder_with_provider(nunki_atls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(pem_certs(server.1), key(server.0))
+        .unwrap();
+    let client_cfg = rustls::ClientConfig::builder_with_provider(nunki_atls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(pem_certs(client.1), key(client.0))
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let srv = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg))
+            .accept(tcp)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 5];
+        tls.read_exact(&mut buf).await.unwrap();
+        tls.write_all(b"world").await.unwrap();
+        tls.shutdown().await.ok();
+        buf
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client_cfg))
+        .connect(ServerName::try_from("web").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"hello").await.unwrap();
+    let mut buf = [0u8; 5];
+    tls.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"world");
+    assert_eq!(&srv.await.unwrap(), b"hello");
+}
+
+/// `openssl verify` accepts the issued chain against the root (skipped without openssl).
+fn openssl_verify(root_pem: &[u8], chain_pem: &[u8]) {
+    let Ok(out) = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+    else {
+        eprintln!("openssl not found; skipping the OpenSSL check");
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let certs = nunki_attestation::snp::certs::pem_or_der_certs(chain_pem).unwrap();
+    let root = dir.path().join("root.pem");
+    let leaf = dir.path().join("leaf.pem");
+    let inter = dir.path().join("intermediate.pem");
+    std::fs::write(&root, root_pem).unwrap();
+    std::fs::write(&leaf, nunki_attestation::snp::certs::to_pem(&certs[0])).unwrap();
+    std::fs::write(&inter, nunki_attestation::snp::certs::to_pem(&certs[1])).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-x509_strict", "-purpose", "sslserver", "-CAfile"])
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(&inter)
+        .arg(&leaf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The server records a refused handshake after the client has seen it fail; poll briefly.
