@@ -145,11 +145,11 @@ impl<F: HttpGet> CachingFetcher<F> {
         }
         let body = self.inner.get(url).await?;
         // An empty body would read back as corrupt, so caching it would only cost a write.
-        if !body.is_empty() {
-            if let Err(e) = write_entry(&self.dir, &path, &body) {
-                // The fetch itself succeeded; a read-only or full disk must not break attestation.
-                tracing::warn!(url, path = %path.display(), error = %e, "cannot write collateral cache entry");
-            }
+        if !body.is_empty()
+            && let Err(e) = write_entry(&self.dir, &path, &body)
+        {
+            // The fetch itself succeeded; a read-only or full disk must not break attestation.
+            tracing::warn!(url, path = %path.display(), error = %e, "cannot write collateral cache entry");
         }
         Ok(body)
     }

@@ -1,7 +1,7 @@
 //! The Coordinator's state machine: uninitialized → ready (after the first manifest) and
 //! recovery mode (history on disk, but no key material in memory after a restart).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::digest;
@@ -323,26 +323,13 @@ impl Coordinator {
         Ok(k)
     }
 
-    /// The whole history, oldest first, with every referenced policy.
+    /// The whole history, oldest first, with every referenced policy (all re-hashed).
     pub async fn get_manifests(&self) -> Result<ManifestsView, CoordError> {
         let state = self.ready()?;
-        let entries = self.history.walk().await?;
-        let mut manifests = Vec::with_capacity(entries.len());
-        let mut hashes: BTreeSet<PolicyHash> = BTreeSet::new();
-        for e in entries {
-            let parsed = ParsedManifest::parse(&e.manifest).map_err(|errs| {
-                CoordError::Internal(format!("stored manifest does not parse: {errs}"))
-            })?;
-            hashes.extend(parsed.manifest().policies.keys().copied());
-            manifests.push(e.manifest);
-        }
-        let mut policies = Vec::with_capacity(hashes.len());
-        for h in &hashes {
-            policies.push(self.history.get_policy(h).await?);
-        }
+        let verified = self.history.verify_all().await?;
         Ok(ManifestsView {
-            manifests,
-            policies,
+            manifests: verified.entries.into_iter().map(|e| e.manifest).collect(),
+            policies: verified.policies.into_values().collect(),
             root_ca: state.ca.root_pem().to_string(),
             mesh_ca: state.ca.mesh_ca_pem().to_string(),
             latest: state.latest.hash,

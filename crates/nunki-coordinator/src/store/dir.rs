@@ -63,9 +63,7 @@ impl DirStore {
             root,
             cas: tokio::sync::Mutex::new(()),
         };
-        let lock = store.lock_file()?;
-        lock.lock()
-            .map_err(|e| io_err(&store.lock_path(), "cannot lock", &e))?;
+        let _lock = lock(&store.lock_path(), Lock::Exclusive)?;
         store.remove_leftovers()?;
         Ok(store)
     }
@@ -82,10 +80,6 @@ impl DirStore {
 
     fn lock_path(&self) -> PathBuf {
         self.root.join(LOCK_FILE)
-    }
-
-    fn lock_file(&self) -> Result<File, StoreError> {
-        open_lock_file(&self.lock_path())
     }
 
     /// Removes `.tmp-*` files in every key directory. Caller holds the exclusive lock.
@@ -116,7 +110,7 @@ impl DirStore {
 impl Store for DirStore {
     async fn get(&self, key: &StoreKey) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.path(key);
-        blocking(&path, move |path| read_value(path)).await
+        blocking(&path, read_value).await
     }
 
     async fn set(&self, key: &StoreKey, value: &[u8]) -> Result<(), StoreError> {
@@ -124,9 +118,7 @@ impl Store for DirStore {
         let lock_path = self.lock_path();
         let value = value.to_vec();
         blocking(&path, move |path| {
-            let lock = open_lock_file(&lock_path)?;
-            lock.lock_shared()
-                .map_err(|e| io_err(&lock_path, "cannot lock", &e))?;
+            let _lock = lock(&lock_path, Lock::Shared)?;
             write_atomically(path, &value)
         })
         .await
@@ -144,9 +136,7 @@ impl Store for DirStore {
         let expected = expected.map(<[u8]>::to_vec);
         let new = new.to_vec();
         blocking(&path, move |path| {
-            let lock = open_lock_file(&lock_path)?;
-            lock.lock()
-                .map_err(|e| io_err(&lock_path, "cannot lock", &e))?;
+            let _lock = lock(&lock_path, Lock::Exclusive)?;
             let found = read_value(path)?;
             if found != expected {
                 return Err(conflict(
@@ -156,7 +146,7 @@ impl Store for DirStore {
                 ));
             }
             write_atomically(path, &new)
-            // `lock` is released when the file is closed here, after the rename is durable.
+            // The lock is released when its file is closed here, after the rename is durable.
         })
         .await
     }
@@ -187,16 +177,33 @@ fn io_err(path: &Path, what: &str, e: &io::Error) -> StoreError {
     }
 }
 
-// flock(2) needs no write access, but opening read-write lets the file be created.
-fn open_lock_file(path: &Path) -> Result<File, StoreError> {
-    OpenOptions::new()
+#[derive(Debug, Clone, Copy)]
+enum Lock {
+    Shared,
+    Exclusive,
+}
+
+/// Opens (creating) the lock file and takes an advisory lock on it, held until the returned
+/// file is dropped. Each call opens its own file description, so two calls conflict even
+/// within one process.
+// `File::lock` is stable since Rust 1.89; the workspace `rust-version` still says 1.85.
+#[allow(clippy::incompatible_msrv)]
+fn lock(path: &Path, kind: Lock) -> Result<File, StoreError> {
+    // flock(2) needs no write access, but opening read-write lets the file be created.
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .map_err(|e| io_err(path, "cannot open the lock file", &e))
+        .map_err(|e| io_err(path, "cannot open the lock file", &e))?;
+    match kind {
+        Lock::Shared => file.lock_shared(),
+        Lock::Exclusive => file.lock(),
+    }
+    .map_err(|e| io_err(path, "cannot lock", &e))?;
+    Ok(file)
 }
 
 /// The file's content; None if it (or its directory) does not exist.

@@ -1,0 +1,317 @@
+//! Load benchmark of the mesh API: N simulated Initializers at once against an in-process
+//! Coordinator over real mutual aTLS on loopback, plus the cryptographic floor measured in the
+//! same run. Run: `cargo bench -p nunki-coordinator --bench mesh_load [-- N...]`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_lc_rs::digest;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, ECDSA_P384_SHA384_FIXED,
+    EcdsaKeyPair, KeyPair, UnparsedPublicKey,
+};
+use nunki_api::meshapi::NewMeshCertRequest;
+use nunki_api::meshapi::mesh_api_client::MeshApiClient;
+use nunki_api::userapi::SetManifestRequest;
+use nunki_api::userapi::user_api_client::UserApiClient;
+use nunki_atls::cert::AttestingKey;
+use nunki_atls::grpc::connect;
+use nunki_atls::verify::system_clock;
+use nunki_atls::{
+    AttestedClientConfig, ClientIdentity, HostDataRule, Issuer, ReferenceVerifier, SimIssuer,
+};
+use nunki_attestation::sim::SimPlatform;
+use nunki_coordinator::run::{Options, StoreChoice, start};
+use nunki_manifest::{
+    HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role, SnpProduct,
+};
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    digest::digest(&digest::SHA256, b)
+        .as_ref()
+        .try_into()
+        .unwrap()
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn time<F: FnMut()>(mut f: F) -> Duration {
+    for _ in 0..20 {
+        f();
+    }
+    let n = 300;
+    let t = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    t.elapsed() / n
+}
+
+/// The summed CPU cost of the cryptography one issuance needs, with aws-lc-rs.
+fn floor(
+    platform: &Arc<SimPlatform>,
+    host: HostData,
+) -> (Duration, Vec<(&'static str, Duration, u32)>) {
+    let rng = SystemRandom::new();
+    let p384 = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_ASN1_SIGNING).unwrap();
+    let p256 = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+    let msg = [7u8; 0x2A0];
+    let sig384 = p384.sign(&rng, &msg).unwrap();
+    let sig256 = p256.sign(&rng, &msg).unwrap();
+    let pk384 = UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P384_SHA384_ASN1,
+        p384.public_key().as_ref().to_vec(),
+    );
+    let pk256 = UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+        p256.public_key().as_ref().to_vec(),
+    );
+    // The report signature of real evidence, checked with the VCEK key (chain cached).
+    let e = SimIssuer::new(platform.clone(), host)
+        .issue(&[1u8; 64].into())
+        .unwrap();
+    let vcek =
+        nunki_attestation::snp::certs::CertInfo::from_der("VCEK", &e.endorsement_key).unwrap();
+    let report = nunki_attestation::Report::parse(&e.report).unwrap();
+    let fixed = report.signature.to_fixed_p384().unwrap();
+    let vcek_key = UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, vcek.public_key.clone());
+    let x25519 = || {
+        let k = aws_lc_rs::agreement::EphemeralPrivateKey::generate(
+            &aws_lc_rs::agreement::X25519,
+            &rng,
+        )
+        .unwrap();
+        let peer = aws_lc_rs::agreement::EphemeralPrivateKey::generate(
+            &aws_lc_rs::agreement::X25519,
+            &rng,
+        )
+        .unwrap();
+        let pk = peer.compute_public_key().unwrap();
+        aws_lc_rs::agreement::agree_ephemeral(
+            k,
+            aws_lc_rs::agreement::UnparsedPublicKey::new(
+                &aws_lc_rs::agreement::X25519,
+                pk.as_ref(),
+            ),
+            (),
+            |_| Ok(()),
+        )
+        .unwrap();
+    };
+    let rows = vec![
+        (
+            "P-384 sign (report signature, evidence creation; x2 sides)",
+            time(|| {
+                std::hint::black_box(p384.sign(&rng, &msg).unwrap());
+            }),
+            2,
+        ),
+        (
+            "P-256 sign (attested cert self-signature; x2 sides)",
+            time(|| {
+                std::hint::black_box(p256.sign(&rng, &msg).unwrap());
+            }),
+            2,
+        ),
+        (
+            "P-384 verify (peer report signature; chain cached)",
+            time(|| vcek_key.verify(&e.report[..0x2A0], &fixed).unwrap()),
+            1,
+        ),
+        (
+            "P-384 sign (mesh leaf certificate)",
+            time(|| {
+                std::hint::black_box(p384.sign(&rng, &msg).unwrap());
+            }),
+            1,
+        ),
+        (
+            "P-256 sign (TLS 1.3 CertificateVerify; x2 sides)",
+            time(|| {
+                std::hint::black_box(p256.sign(&rng, &msg).unwrap());
+            }),
+            2,
+        ),
+        (
+            "P-256 verify (TLS 1.3 CertificateVerify; x2 sides)",
+            time(|| pk256.verify(&msg, sig256.as_ref()).unwrap()),
+            2,
+        ),
+        (
+            "X25519 key pair + agreement (TLS key exchange; x2 sides, counted as one pair)",
+            time(x25519),
+            1,
+        ),
+        (
+            "P-256 key generation (Initializer key)",
+            time(|| drop(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap())),
+            1,
+        ),
+    ];
+    let _ = (pk384, sig384);
+    let total = rows.iter().map(|(_, d, n)| *d * *n).sum();
+    (total, rows)
+}
+
+async fn run_load(
+    n: usize,
+    mesh: SocketAddr,
+    platform: Arc<SimPlatform>,
+    host: HostData,
+) -> (usize, Vec<Duration>, Duration) {
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let platform = platform.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let key = Arc::new(AttestingKey::generate().unwrap());
+            let issuer: Arc<dyn Issuer> = Arc::new(SimIssuer::new(platform, host));
+            let k = key.clone();
+            let ch = connect(
+                &mesh.to_string(),
+                Arc::new(move || {
+                    AttestedClientConfig::new(
+                        None,
+                        ClientIdentity::Attested {
+                            key: k.clone(),
+                            issuer: issuer.clone(),
+                        },
+                    )
+                }),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            MeshApiClient::new(ch.channel)
+                .new_mesh_cert(NewMeshCertRequest {})
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<Duration, String>(t.elapsed())
+        }));
+    }
+    let mut lat = Vec::with_capacity(n);
+    let mut failures = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(d)) => lat.push(d),
+            Ok(Err(e)) => {
+                failures += 1;
+                if failures <= 3 {
+                    eprintln!("failure: {e}");
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("task: {e}");
+            }
+        }
+    }
+    (failures, lat, start.elapsed())
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let ns: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let ns = if ns.is_empty() {
+        vec![100, 1000, 10_000]
+    } else {
+        ns
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let platform = Arc::new(SimPlatform::generate(SnpProduct::Genoa, SystemTime::now()).unwrap());
+        let coord_policy = b"coordinator policy".to_vec();
+        let pod_policy = b"pod policy".to_vec();
+        let coord_host = HostData(sha256(&coord_policy));
+        let pod_host = HostData(sha256(&pod_policy));
+        let mut policies = BTreeMap::new();
+        policies.insert(PolicyHash(coord_host.0), PolicyEntry { sans: vec!["coordinator".into()], workload_secret_id: String::new(), role: Role::Coordinator });
+        policies.insert(PolicyHash(pod_host.0), PolicyEntry { sans: vec!["pod".into(), "*".into()], workload_secret_id: String::new(), role: Role::None });
+        let manifest = Manifest {
+            policies,
+            reference_values: ReferenceValues { snp: vec![], tdx: vec![], simulated: vec![platform.reference_values()] },
+            workload_owner_key_digests: vec![],
+            seedshare_owner_pub_keys: vec![],
+        };
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let c = start(Options {
+            issuer: Arc::new(SimIssuer::new(platform.clone(), coord_host)),
+            store: StoreChoice::Memory,
+            user_api: any,
+            mesh_api: any,
+            metrics: any,
+            clock: system_clock(),
+        })
+        .await
+        .unwrap();
+        let verifier = Arc::new(ReferenceVerifier::new(&[], &[platform.reference_values()], HostDataRule::OneOf(vec![coord_host]), system_clock()).unwrap());
+        let ch = connect(&c.user_api.to_string(), Arc::new(move || AttestedClientConfig::new(Some(verifier.clone()), ClientIdentity::None))).await.unwrap();
+        UserApiClient::new(ch.channel)
+            .set_manifest(SetManifestRequest { manifest: manifest.to_json_bytes(), policies: vec![coord_policy, pod_policy], previous_transition: vec![] })
+            .await
+            .unwrap();
+
+        let (floor_total, rows) = floor(&platform, pod_host);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        println!("machine: {cores} cores; crypto backend aws-lc-rs");
+        println!("floor per issuance (sum of the cryptographic operations, one core):");
+        for (name, d, k) in &rows {
+            println!("  {:>8.1} µs x{k}  {name}", d.as_secs_f64() * 1e6);
+        }
+        let floor_rate = cores as f64 / floor_total.as_secs_f64();
+        println!("  = {:.1} µs per issuance -> floor {:.0} certificates/s on {cores} cores", floor_total.as_secs_f64() * 1e6, floor_rate);
+        // Warm-up: the verifier caches the simulated chain after the first pod.
+        let _ = run_load(4, c.mesh_api, platform.clone(), pod_host).await;
+        for n in ns {
+            let (failures, mut lat, wall) = run_load(n, c.mesh_api, platform.clone(), pod_host).await;
+            lat.sort();
+            let rate = lat.len() as f64 / wall.as_secs_f64();
+            println!(
+                "N={n}: {} ok, {failures} failed, wall {:.2} s, {:.0} certificates/s ({:.0}% of floor), p50 {:.1} ms, p99 {:.1} ms, peak RSS {} MiB",
+                lat.len(),
+                wall.as_secs_f64(),
+                rate,
+                100.0 * rate / floor_rate,
+                pct(&lat, 0.5).as_secs_f64() * 1e3,
+                pct(&lat, 0.99).as_secs_f64() * 1e3,
+                peak_rss_kib() / 1024
+            );
+        }
+        c.shutdown().await;
+    });
+}
