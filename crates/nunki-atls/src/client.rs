@@ -113,7 +113,13 @@ impl AttestedClientConfig {
                 clock,
             })),
         };
-        config.alpn_protocols = vec![nonce::encode(&nonce), crate::ALPN_H2.to_vec()];
+        // A nonce asks the server for evidence; a client that will not check it saves the
+        // server that work.
+        config.alpn_protocols = if matches!(mode, ServerVerification::None) {
+            vec![crate::ALPN_H2.to_vec()]
+        } else {
+            vec![nonce::encode(&nonce), crate::ALPN_H2.to_vec()]
+        };
         config.resumption = rustls::client::Resumption::disabled();
         Ok(Self {
             config: Arc::new(config),

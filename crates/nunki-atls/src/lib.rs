@@ -27,7 +27,23 @@ pub use verify::{AtlsError, Clock, HostDataRule, PeerSlot, ReferenceVerifier, Ve
 /// The ALPN protocol gRPC runs on.
 pub const ALPN_H2: &[u8] = b"h2";
 
-/// Installs aws-lc-rs as the process-wide rustls provider (idempotent).
+/// The rustls crypto provider of every aTLS connection: aws-lc-rs, built once per process.
+///
+/// AES-128-GCM with SHA-256 is preferred: its transcript hash and HKDF run on the SHA
+/// extensions most CPUs have, while SHA-384 runs in software (measured in BENCHMARKS.md).
 pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-    std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    static PROVIDER: std::sync::OnceLock<std::sync::Arc<rustls::crypto::CryptoProvider>> =
+        std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            use rustls::crypto::aws_lc_rs::cipher_suite;
+            let mut p = rustls::crypto::aws_lc_rs::default_provider();
+            p.cipher_suites = vec![
+                cipher_suite::TLS13_AES_128_GCM_SHA256,
+                cipher_suite::TLS13_AES_256_GCM_SHA384,
+                cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+            ];
+            std::sync::Arc::new(p)
+        })
+        .clone()
 }

@@ -98,6 +98,19 @@ async fn stopper(mut rx: watch::Receiver<bool>) {
     }
 }
 
+/// Binds with a deep accept backlog: a rollout starts many Initializers at once, and dropped
+/// SYNs cost them a one-second retransmission each.
+fn listen(a: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if a.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(a)?;
+    socket.listen(4096)
+}
+
 /// Opens the store, binds all listeners and starts serving.
 pub async fn start(opts: Options) -> Result<Running, String> {
     let store: Arc<dyn Store> = match &opts.store {
@@ -115,9 +128,7 @@ pub async fn start(opts: Options) -> Result<Running, String> {
             .map_err(|e| e.to_string())?,
     );
     let bind = |a: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(a)
-            .await
-            .map_err(|e| format!("cannot listen on {a} for the {what}: {e}"))
+        listen(a).map_err(|e| format!("cannot listen on {a} for the {what}: {e}"))
     };
     let user = bind(opts.user_api, "user API").await?;
     let mesh = bind(opts.mesh_api, "mesh API").await?;

@@ -21,8 +21,12 @@ use tonic::transport::server::Connected;
 use crate::api::{MeshApi, UserApi};
 use crate::state::Coordinator;
 
-/// How long a TLS handshake (including evidence verification) may take.
+/// How long a TLS handshake (including evidence verification) may take once started.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Handshakes in progress at once per API. Beyond this, connections wait (unaccepted work
+/// costs nothing) instead of all progressing in lockstep until they time out together.
+const MAX_CONCURRENT_HANDSHAKES: usize = 64;
 
 /// What the handshake established about the peer; available to handlers as a request extension.
 #[derive(Debug, Clone, Default)]
@@ -108,8 +112,12 @@ pub async fn serve_user_api(
 ) -> Result<(), String> {
     let config = Arc::new(user_server_config(resolver).map_err(|e| e.to_string())?);
     let (tx, rx) = mpsc::channel::<io::Result<AtlsIo>>(256);
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
     let accept = tokio::spawn(async move {
         loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
             let Ok((tcp, addr)) = listener.accept().await else {
                 continue;
             };
@@ -117,7 +125,9 @@ pub async fn serve_user_api(
             let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(permit);
+                match handshake {
                     Ok(Ok(tls)) => {
                         let peer_spki = tls
                             .get_ref()
@@ -157,8 +167,12 @@ pub async fn serve_mesh_api(
 ) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<io::Result<AtlsIo>>(1024);
     let c = coord.clone();
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
     let accept = tokio::spawn(async move {
         loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
             let Ok((tcp, addr)) = listener.accept().await else {
                 continue;
             };
@@ -179,7 +193,9 @@ pub async fn serve_mesh_api(
             let tx = tx.clone();
             let c = c.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(permit);
+                match handshake {
                     Ok(Ok(tls)) => {
                         let info = ConnInfo {
                             peer_spki: None,
