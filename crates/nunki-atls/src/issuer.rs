@@ -70,3 +70,45 @@ impl Issuer for SimIssuer {
         })
     }
 }
+
+/// A real SEV-SNP guest: reports from the PSP through configfs-tsm, with the VCEK (or VLEK) and
+/// chain the host attaches to the extended report.
+#[derive(Debug, Clone)]
+pub struct SnpIssuer {
+    base: std::path::PathBuf,
+    vmpl: u32,
+}
+
+impl SnpIssuer {
+    /// An issuer using the configfs-tsm directory `base` (normally
+    /// [`nunki_attestation::snp::guest::TSM_REPORT_DIR`]) at VMPL 0.
+    pub fn new(base: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            base: base.into(),
+            vmpl: 0,
+        }
+    }
+}
+
+impl Issuer for SnpIssuer {
+    fn issue(&self, report_data: &ReportData) -> Result<EvidenceDoc, IssueError> {
+        let g = nunki_attestation::snp::guest::tsm_report(&self.base, &report_data.0, self.vmpl)
+            .map_err(|e| IssueError(e.to_string()))?;
+        let key = g.certs.vcek.or(g.certs.vlek).ok_or_else(|| {
+            IssueError(
+                "the host attached no VCEK or VLEK to the extended report; configure the host's SNP certificate table (e.g. `snphost import`)"
+                    .into(),
+            )
+        })?;
+        let chain = match (g.certs.ask, g.certs.ark) {
+            (Some(ask), Some(ark)) => vec![ask, ark],
+            _ => Vec::new(),
+        };
+        Ok(EvidenceDoc {
+            report: g.report,
+            endorsement_key: key,
+            chain,
+            crl: None,
+        })
+    }
+}

@@ -80,9 +80,16 @@ fn issuer(args: &Args) -> Result<Arc<dyn Issuer>> {
             }
             Ok(Arc::new(i))
         }
-        Platform::Snp => bail!(
-            "--platform snp: this build has no SEV-SNP guest support yet (the configfs-tsm issuer comes with the hardware issue); use --platform simulated"
-        ),
+        Platform::Snp => {
+            let base = std::path::Path::new(nunki_attestation::snp::guest::TSM_REPORT_DIR);
+            if !base.is_dir() {
+                bail!(
+                    "--platform snp: {} does not exist; this is not an SEV-SNP guest with configfs-tsm (Linux 6.7+, sev-guest module)",
+                    base.display()
+                );
+            }
+            Ok(Arc::new(nunki_atls::SnpIssuer::new(base)))
+        }
     }
 }
 

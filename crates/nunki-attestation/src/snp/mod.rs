@@ -2,6 +2,7 @@
 
 pub mod certs;
 pub mod crl;
+pub mod guest;
 pub mod kds;
 pub mod report;
 pub mod roots;
