@@ -10,14 +10,16 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use nunki_api::userapi::SetManifestRequest;
+use nunki_api::userapi::user_api_client::UserApiClient;
 use nunki_atls::cert::AttestingKey;
+use nunki_atls::grpc::ConnectError;
 use nunki_atls::verify::system_clock;
 use nunki_atls::{ClientIdentity, HostDataRule, ReferenceVerifier, ServerVerification};
 use nunki_manifest::{HostData, ParsedManifest, PolicyHash, Sha256Fingerprint};
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject as _;
 
-use crate::coordinator_client::{self, ConnectError, Target, parse_addr};
+use crate::coordinator_client::{self, ConnectFailure, parse_addr};
 use crate::failure::{Failure, Outcome, ResultExt as _, check, finish, input};
 use crate::files::{create_dir, write_atomic};
 use crate::policies::PolicyDocs;
@@ -139,10 +141,10 @@ pub fn check_pem_certs(pem: &[u8], what: &str) -> Result<()> {
 }
 
 /// Explains a failed connection as a check failure.
-pub fn connect_failure(addr: &str, against: &str, e: ConnectError) -> Failure {
+pub fn connect_failure(addr: &str, against: &str, e: ConnectFailure) -> Failure {
     match e {
-        ConnectError::Attestation(a) => check(format!(
-            "the Coordinator at {addr} failed attestation against {against}: {a}"
+        ConnectFailure::Failed(ConnectError::Attestation { error, .. }) => check(format!(
+            "the Coordinator at {addr} failed attestation against {against}: {error}"
         )),
         other => check(other),
     }
@@ -188,12 +190,12 @@ fn set(a: &SetArgs) -> Outcome<()> {
     let verifier = coordinator_verifier(&manifest).input()?;
     create_dir(&a.workspace).input()?;
 
-    let target = Target {
-        addr: a.coordinator.clone(),
-        mode: ServerVerification::Verify(verifier),
+    let target = coordinator_client::target(
+        a.coordinator.clone(),
+        ServerVerification::Verify(verifier),
         identity,
-        rpc_timeout: Duration::from_secs(a.timeout.max(30)),
-    };
+        Duration::from_secs(a.timeout.max(30)),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -211,12 +213,15 @@ fn set(a: &SetArgs) -> Outcome<()> {
         };
         // The Coordinator's message says what is wrong (every manifest problem for
         // InvalidArgument, the allowed key digests for PermissionDenied).
-        let resp = ch.user_api().set_manifest(req).await.map_err(|s| {
-            check(format!(
-                "the Coordinator refused the manifest: {}",
-                ch.explain(&s)
-            ))
-        })?;
+        let resp = UserApiClient::new(ch.channel())
+            .set_manifest(req)
+            .await
+            .map_err(|s| {
+                check(format!(
+                    "the Coordinator refused the manifest: {}",
+                    coordinator_client::explain(&ch, &s)
+                ))
+            })?;
         Ok::<_, Failure>((resp.into_inner(), ch.verified_peer()))
     })?;
     check_pem_certs(&resp.root_ca, "the root CA in the Coordinator's answer").check()?;

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
+use nunki_api::userapi::user_api_client::UserApiClient;
 use nunki_api::userapi::{GetManifestsRequest, GetManifestsResponse};
 use nunki_atls::{ClientIdentity, ServerVerification};
 use nunki_manifest::{ChainEntry, ParsedManifest, PolicyHash, TransitionHash, transition_chain};
 
-use crate::coordinator_client::{self, Target, parse_addr};
+use crate::coordinator_client::{self, parse_addr};
 use crate::failure::{Failure, Outcome, ResultExt as _, check, finish};
 use crate::files::{create_dir, write_atomic};
 use crate::policies::policy_hash;
@@ -217,12 +218,12 @@ fn verify(a: &VerifyArgs) -> Outcome<()> {
         None => ServerVerification::Capture,
     };
     create_dir(&a.output).input()?;
-    let target = Target {
-        addr: a.coordinator.clone(),
+    let target = coordinator_client::target(
+        a.coordinator.clone(),
         mode,
-        identity: ClientIdentity::None,
-        rpc_timeout: Duration::from_secs(a.timeout.max(30)),
-    };
+        ClientIdentity::None,
+        Duration::from_secs(a.timeout.max(30)),
+    );
     let against = match &a.manifest {
         Some(p) => p.display().to_string(),
         None => "its own latest manifest".to_string(),
@@ -236,14 +237,13 @@ fn verify(a: &VerifyArgs) -> Outcome<()> {
         let ch = coordinator_client::connect_retrying(&target, Duration::from_secs(a.timeout))
             .await
             .map_err(|e| connect_failure(&a.coordinator, &against, e))?;
-        let resp = ch
-            .user_api()
+        let resp = UserApiClient::new(ch.channel())
             .get_manifests(GetManifestsRequest::default())
             .await
             .map_err(|s| {
                 check(format!(
                     "the Coordinator did not return its manifests: {}",
-                    ch.explain(&s)
+                    coordinator_client::explain(&ch, &s)
                 ))
             })?;
         Ok::<_, Failure>((ch, resp.into_inner()))
@@ -269,7 +269,7 @@ fn verify(a: &VerifyArgs) -> Outcome<()> {
         }
         None => {
             let verifier = coordinator_verifier(&latest).check()?;
-            ch.atls().verify_captured(&verifier).map_err(|e| {
+            ch.config().verify_captured(&verifier).map_err(|e| {
                 check(format!(
                     "the Coordinator at {} failed attestation against its own latest manifest: {e}",
                     a.coordinator

@@ -1,120 +1,500 @@
-//! gRPC (tonic) channels over aTLS: every connection gets a fresh nonce and configuration.
+//! gRPC (tonic) channels over aTLS.
+//!
+//! A tonic [`Channel`] whose connector dials `HOST:PORT` itself: per connection it builds an
+//! [`AttestedClientConfig`] (so every connection has a fresh nonce), completes the aTLS
+//! handshake and hands the TLS stream to tonic, which speaks HTTP/2 over it (prior knowledge;
+//! ALPN `h2` is negotiated as well). The configuration of the connection stays available, so the
+//! caller can read the verified peer or, in capture mode, verify the peer later.
+//!
+//! tonic wraps connector errors in a generic "transport error"; the connector therefore records
+//! why it failed (unreachable, attestation failed with the failing check, other handshake
+//! problem) and [`connect`] reports that instead.
+//!
+//! A channel makes exactly one connection: if it drops, the channel does not reconnect (the
+//! calls fail and [`AtlsChannel::failure`] says why), so every answer provably came over the
+//! connection whose peer was attested.
 
-use std::sync::{Arc, Mutex};
+use std::io::ErrorKind;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::client::AttestedClientConfig;
+use crate::client::{AttestedClientConfig, ClientIdentity, ServerVerification};
 use crate::verify::{AtlsError, VerifiedPeer};
 
-/// Builds the configuration for each new connection.
-pub type ConfigFactory = Arc<dyn Fn() -> Result<AttestedClientConfig, AtlsError> + Send + Sync>;
+/// The name the client puts into SNI (the server's certificate is checked by its evidence,
+/// not by name).
+pub const SERVER_NAME: &str = "nunki-coordinator";
 
-/// A tonic channel over aTLS plus the configuration of its most recent connection.
-#[derive(Clone)]
-pub struct AtlsChannel {
-    /// The channel for generated clients.
-    pub channel: Channel,
-    last: Arc<Mutex<Option<AttestedClientConfig>>>,
+/// Whom to connect to and how.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `HOST:PORT`.
+    pub addr: String,
+    /// How to treat the server's certificate.
+    pub mode: ServerVerification,
+    /// The client certificate, if any.
+    pub identity: ClientIdentity,
+    /// Longest wait for the TCP connection (none: as long as the operating system tries).
+    pub tcp_timeout: Option<Duration>,
+    /// Longest wait for the TLS handshake (none: no limit).
+    pub handshake_timeout: Option<Duration>,
+    /// Timeout of each gRPC call (none: no limit).
+    pub rpc_timeout: Option<Duration>,
+    /// How error messages name the server, e.g. "the Coordinator" (none: by its address).
+    pub peer_name: Option<String>,
 }
 
-impl std::fmt::Debug for AtlsChannel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AtlsChannel").finish_non_exhaustive()
+impl Target {
+    /// A target without timeouts, named by its address in messages.
+    pub fn new(
+        addr: impl Into<String>,
+        mode: ServerVerification,
+        identity: ClientIdentity,
+    ) -> Self {
+        Self {
+            addr: addr.into(),
+            mode,
+            identity,
+            tcp_timeout: None,
+            handshake_timeout: None,
+            rpc_timeout: None,
+            peer_name: None,
+        }
+    }
+
+    /// Sets the longest wait for the TCP connection.
+    #[must_use]
+    pub fn tcp_timeout(mut self, t: Duration) -> Self {
+        self.tcp_timeout = Some(t);
+        self
+    }
+
+    /// Sets the longest wait for the TLS handshake.
+    #[must_use]
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = Some(t);
+        self
+    }
+
+    /// Sets the timeout of each gRPC call.
+    #[must_use]
+    pub fn rpc_timeout(mut self, t: Duration) -> Self {
+        self.rpc_timeout = Some(t);
+        self
+    }
+
+    /// Sets how error messages name the server.
+    #[must_use]
+    pub fn peer_name(mut self, name: impl Into<String>) -> Self {
+        self.peer_name = Some(name.into());
+        self
+    }
+
+    fn peer(&self) -> &str {
+        self.peer_name.as_deref().unwrap_or(&self.addr)
+    }
+
+    fn unreachable(&self, reason: String) -> ConnectError {
+        ConnectError::Unreachable {
+            addr: self.addr.clone(),
+            reason,
+        }
+    }
+
+    fn handshake(&self, reason: String) -> ConnectError {
+        ConnectError::Handshake {
+            addr: self.addr.clone(),
+            reason,
+        }
     }
 }
 
-/// Why a channel could not be opened.
-#[derive(Debug, thiserror::Error)]
+/// Why no attested connection could be made (or the channel's connection is gone).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectError {
-    /// Attestation of the server failed: the failing check.
+    /// The server answered, but its attestation failed: the failing check. Not worth retrying.
     #[error("attestation of {addr} failed: {error}")]
     Attestation {
-        /// Address.
+        /// `HOST:PORT`.
         addr: String,
         /// The failing check.
         error: AtlsError,
     },
-    /// The server could not be reached or TLS failed for another reason.
+    /// Nothing answered (refused, timed out, closed before the handshake finished): retrying
+    /// may help.
     #[error("cannot connect to {addr}: {reason}")]
     Unreachable {
-        /// Address.
+        /// `HOST:PORT`.
         addr: String,
         /// What failed.
         reason: String,
     },
+    /// TLS or HTTP/2 failed for another reason, or the address or the aTLS configuration is
+    /// invalid. Not worth retrying.
+    #[error("{reason}")]
+    Handshake {
+        /// `HOST:PORT`.
+        addr: String,
+        /// What failed (a complete message).
+        reason: String,
+    },
+    /// The channel's connection broke and the channel does not make another one.
+    #[error(
+        "the connection to {addr} broke; not reconnecting (every answer must come over the \
+         attested connection)"
+    )]
+    ConnectionLost {
+        /// `HOST:PORT`.
+        addr: String,
+    },
 }
 
 impl ConnectError {
-    /// True when retrying may help (nothing was refused on attestation grounds).
+    /// True when retrying may help (nothing was refused on attestation or protocol grounds).
     pub fn is_transient(&self) -> bool {
         matches!(self, ConnectError::Unreachable { .. })
     }
 }
 
-impl AtlsChannel {
-    /// The configuration (nonce, result slot) of the most recent connection.
-    pub fn last_config(&self) -> Option<AttestedClientConfig> {
-        self.last.lock().ok().and_then(|g| g.clone())
-    }
+#[derive(Debug, Default)]
+struct DialRecord {
+    dials: u32,
+    config: Option<AttestedClientConfig>,
+    failure: Option<ConnectError>,
+}
 
-    /// The verified server of the most recent connection.
-    pub fn verified_peer(&self) -> Option<VerifiedPeer> {
-        self.last_config().and_then(|c| c.slot.verified())
+#[derive(Debug)]
+struct DialState {
+    target: Target,
+    record: Mutex<DialRecord>,
+}
+
+impl DialState {
+    fn lock(&self) -> MutexGuard<'_, DialRecord> {
+        self.record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// Connects to `addr` (`host:port`) eagerly, so attestation errors surface here.
-pub async fn connect(addr: &str, factory: ConfigFactory) -> Result<AtlsChannel, ConnectError> {
-    let last: Arc<Mutex<Option<AttestedClientConfig>>> = Arc::new(Mutex::new(None));
-    let unreachable = |reason: String| ConnectError::Unreachable {
-        addr: addr.to_string(),
-        reason,
+/// An HTTP/2 channel over one attested TLS connection.
+#[derive(Debug, Clone)]
+pub struct AtlsChannel {
+    channel: Channel,
+    config: AttestedClientConfig,
+    state: Arc<DialState>,
+}
+
+impl AtlsChannel {
+    /// The channel for generated clients.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The aTLS configuration of the connection: its slot holds the verification result;
+    /// in capture mode, [`AttestedClientConfig::verify_captured`] verifies the peer now.
+    pub fn config(&self) -> &AttestedClientConfig {
+        &self.config
+    }
+
+    /// The verified server, once verification succeeded.
+    pub fn verified_peer(&self) -> Option<VerifiedPeer> {
+        self.config.slot.verified()
+    }
+
+    /// Why the channel can no longer make calls (its connection broke), if it cannot.
+    pub fn failure(&self) -> Option<ConnectError> {
+        self.state.lock().failure.clone()
+    }
+}
+
+/// `Code: message`, with the message's lines indented, and the transport cause if any.
+pub fn describe_status(status: &tonic::Status) -> String {
+    let code = status.code();
+    let msg = status.message().trim();
+    let mut out = if msg.is_empty() {
+        format!("{code:?} ({code})")
+    } else {
+        format!("{code:?}")
     };
-    let endpoint =
-        Endpoint::from_shared(format!("http://{addr}")).map_err(|e| unreachable(e.to_string()))?;
-    let target = addr.to_string();
-    let l = last.clone();
-    let connector = tower::service_fn(move |_: Uri| {
-        let target = target.clone();
-        let factory = factory.clone();
-        let l = l.clone();
+    if msg.contains('\n') {
+        for line in msg.lines() {
+            out.push_str("\n  ");
+            out.push_str(line);
+        }
+    } else if !msg.is_empty() {
+        out.push_str(": ");
+        out.push_str(msg);
+    }
+    if let Some(src) = std::error::Error::source(status) {
+        out.push_str(": ");
+        out.push_str(&error_chain(src));
+    }
+    out
+}
+
+/// Every message of an error's source chain, joined with `: ` (messages already contained in
+/// an earlier one are left out).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let m = s.to_string();
+        if !parts.iter().any(|p| p.contains(&m)) {
+            parts.push(m);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Makes one attempt to connect, eagerly, so unreachable servers and attestation failures
+/// surface here.
+pub async fn connect(target: &Target) -> Result<AtlsChannel, ConnectError> {
+    let mut endpoint = Endpoint::from_shared(format!("http://{}", target.addr))
+        .map_err(|e| target.handshake(format!("{}: not a valid HOST:PORT: {e}", target.addr)))?;
+    if let Some(t) = target.rpc_timeout {
+        endpoint = endpoint.timeout(t);
+    }
+    let state = Arc::new(DialState {
+        target: target.clone(),
+        record: Mutex::new(DialRecord::default()),
+    });
+    let s = state.clone();
+    let connector = tower::service_fn(move |_uri: Uri| {
+        let s = s.clone();
         async move {
-            let cfg = factory().map_err(|e| std::io::Error::other(e.to_string()))?;
-            if let Ok(mut g) = l.lock() {
-                *g = Some(cfg.clone());
-            }
-            let stream = cfg.connect(&target).await?;
-            Ok::<_, std::io::Error>(TokioIo::new(stream))
+            let r = dial(&s).await;
+            r.map_err(|e| {
+                s.lock().failure = Some(e.clone());
+                std::io::Error::other(e)
+            })
         }
     });
     match endpoint.connect_with_connector(connector).await {
-        Ok(channel) => Ok(AtlsChannel { channel, last }),
+        Ok(channel) => {
+            let config = state.lock().config.clone().ok_or_else(|| {
+                target.handshake("internal: connected without an aTLS configuration".into())
+            })?;
+            Ok(AtlsChannel {
+                channel,
+                config,
+                state,
+            })
+        }
         Err(e) => {
-            let attested = last
-                .lock()
-                .ok()
-                .and_then(|g| g.clone())
-                .and_then(|c| c.slot.get());
-            match attested {
-                Some(Err(error)) => Err(ConnectError::Attestation {
-                    addr: addr.to_string(),
-                    error,
-                }),
-                _ => Err(unreachable(error_chain(&e))),
-            }
+            let recorded = state.lock().failure.take();
+            Err(recorded.unwrap_or_else(|| {
+                target.handshake(format!(
+                    "cannot talk gRPC to {}: {}",
+                    target.addr,
+                    error_chain(&e)
+                ))
+            }))
         }
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+/// Runs `f`, for at most `limit` if there is one; `None` when time ran out.
+async fn within<F: Future>(limit: Option<Duration>, f: F) -> Option<F::Output> {
+    match limit {
+        Some(t) => tokio::time::timeout(t, f).await.ok(),
+        None => Some(f.await),
     }
-    s
+}
+
+async fn dial(s: &DialState) -> Result<TokioIo<TlsStream<TcpStream>>, ConnectError> {
+    let t = &s.target;
+    {
+        let mut r = s.lock();
+        r.dials += 1;
+        if r.dials > 1 {
+            return Err(ConnectError::ConnectionLost {
+                addr: t.addr.clone(),
+            });
+        }
+    }
+    let cfg = AttestedClientConfig::with_mode(t.mode.clone(), t.identity.clone())
+        .map_err(|e| t.handshake(format!("aTLS client configuration: {e}")))?;
+    s.lock().config = Some(cfg.clone());
+    let tcp = match within(t.tcp_timeout, TcpStream::connect(t.addr.as_str())).await {
+        None => {
+            let secs = t.tcp_timeout.unwrap_or_default().as_secs_f32().ceil();
+            return Err(t.unreachable(format!("no answer within {secs} s")));
+        }
+        Some(Err(e)) => return Err(t.unreachable(io_reason(&e))),
+        Some(Ok(tcp)) => tcp,
+    };
+    let _ = tcp.set_nodelay(true);
+    let name =
+        ServerName::try_from(SERVER_NAME).map_err(|e| t.handshake(format!("server name: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(cfg.config.clone());
+    let tls = match within(t.handshake_timeout, connector.connect(name, tcp)).await {
+        None => {
+            let secs = t.handshake_timeout.unwrap_or_default().as_secs();
+            return Err(t.unreachable(format!(
+                "the TLS handshake did not complete within {secs} s"
+            )));
+        }
+        Some(Err(e)) => return Err(classify_handshake_error(t, &cfg, &e)),
+        Some(Ok(tls)) => tls,
+    };
+    if matches!(t.mode, ServerVerification::Verify(_)) && cfg.slot.verified().is_none() {
+        return Err(t.handshake(format!(
+            "internal: the handshake with {} completed without verifying its attestation",
+            t.peer()
+        )));
+    }
+    Ok(TokioIo::new(tls))
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        ErrorKind::TimedOut => "timed out".into(),
+        ErrorKind::ConnectionReset => "connection reset".into(),
+        ErrorKind::HostUnreachable => "host unreachable".into(),
+        ErrorKind::NetworkUnreachable => "network unreachable".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Why the TLS handshake failed: the attestation error from the slot (or inside the rustls
+/// error), a connection that closed early (retryable), or something else.
+fn classify_handshake_error(
+    t: &Target,
+    cfg: &AttestedClientConfig,
+    e: &std::io::Error,
+) -> ConnectError {
+    let attestation = |error| ConnectError::Attestation {
+        addr: t.addr.clone(),
+        error,
+    };
+    if let Some(Err(atls)) = cfg.slot.get() {
+        return attestation(atls);
+    }
+    if let Some(atls) = atls_error_in(e) {
+        return attestation(atls);
+    }
+    match e.kind() {
+        ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::UnexpectedEof
+        | ErrorKind::BrokenPipe => t.unreachable(format!(
+            "the connection closed during the TLS handshake ({})",
+            io_reason(e)
+        )),
+        _ => t.handshake(format!("TLS handshake with {} failed: {e}", t.peer())),
+    }
+}
+
+/// The [`AtlsError`] a certificate verifier put into a rustls error, if any.
+fn atls_error_in(e: &std::io::Error) -> Option<AtlsError> {
+    let inner = e.get_ref()?;
+    let rustls_err = inner.downcast_ref::<rustls::Error>()?;
+    match rustls_err {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+            other.0.downcast_ref::<AtlsError>().cloned()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lists_every_line() {
+        let s = tonic::Status::invalid_argument("manifest has 2 problems:\n$.a: x\n$.b: y");
+        let d = describe_status(&s);
+        assert!(d.starts_with("InvalidArgument"), "{d}");
+        assert!(d.contains("\n  $.a: x\n  $.b: y"), "{d}");
+    }
+
+    #[test]
+    fn error_chain_skips_repeated_messages() {
+        let inner = std::io::Error::other("connection refused");
+        let outer = ChainErr("tcp connect error: connection refused", inner);
+        let top = ChainErr("transport error", std::io::Error::other(outer));
+        assert_eq!(
+            error_chain(&top),
+            "transport error: tcp connect error: connection refused"
+        );
+    }
+
+    #[derive(Debug)]
+    struct ChainErr(&'static str, std::io::Error);
+
+    impl std::fmt::Display for ChainErr {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for ChainErr {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
+        }
+    }
+
+    fn free_addr() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        addr
+    }
+
+    #[tokio::test]
+    async fn refused_is_unreachable_and_transient() {
+        let addr = free_addr();
+        let t = Target::new(&addr, ServerVerification::Capture, ClientIdentity::None)
+            .tcp_timeout(Duration::from_secs(5));
+        let err = connect(&t).await.unwrap_err();
+        match &err {
+            ConnectError::Unreachable { addr: a, reason } => {
+                assert_eq!(a, &addr);
+                assert_eq!(reason, "connection refused");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.is_transient());
+        assert_eq!(
+            err.to_string(),
+            format!("cannot connect to {addr}: connection refused")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_without_tls_is_a_handshake_error_named_by_peer_name() {
+        use tokio::io::AsyncWriteExt as _;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            // Keep the socket until the client gives up, so it reads the answer, not a reset.
+            while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        let t = Target::new(&addr, ServerVerification::Capture, ClientIdentity::None)
+            .handshake_timeout(Duration::from_secs(10))
+            .peer_name("the server");
+        let err = connect(&t).await.unwrap_err();
+        assert!(matches!(err, ConnectError::Handshake { .. }), "{err:?}");
+        assert!(!err.is_transient());
+        assert!(
+            err.to_string()
+                .starts_with("TLS handshake with the server failed: "),
+            "{err}"
+        );
+    }
 }

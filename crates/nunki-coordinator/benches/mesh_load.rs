@@ -24,10 +24,10 @@ use nunki_api::meshapi::mesh_api_client::MeshApiClient;
 use nunki_api::userapi::SetManifestRequest;
 use nunki_api::userapi::user_api_client::UserApiClient;
 use nunki_atls::cert::AttestingKey;
-use nunki_atls::grpc::connect;
+use nunki_atls::grpc::{Target, connect};
 use nunki_atls::verify::system_clock;
 use nunki_atls::{
-    AttestedClientConfig, ClientIdentity, HostDataRule, Issuer, ReferenceVerifier, SimIssuer,
+    ClientIdentity, HostDataRule, Issuer, ReferenceVerifier, ServerVerification, SimIssuer,
 };
 use nunki_attestation::sim::SimPlatform;
 use nunki_coordinator::run::{Options, StoreChoice, start};
@@ -189,22 +189,14 @@ async fn run_load(
             let t = Instant::now();
             let key = Arc::new(AttestingKey::generate().unwrap());
             let issuer: Arc<dyn Issuer> = Arc::new(SimIssuer::new(platform, host));
-            let k = key.clone();
-            let ch = connect(
-                &mesh.to_string(),
-                Arc::new(move || {
-                    AttestedClientConfig::new(
-                        None,
-                        ClientIdentity::Attested {
-                            key: k.clone(),
-                            issuer: issuer.clone(),
-                        },
-                    )
-                }),
-            )
+            let ch = connect(&Target::new(
+                mesh.to_string(),
+                ServerVerification::None,
+                ClientIdentity::Attested { key, issuer },
+            ))
             .await
             .map_err(|e| e.to_string())?;
-            MeshApiClient::new(ch.channel)
+            MeshApiClient::new(ch.channel())
                 .new_mesh_cert(NewMeshCertRequest {})
                 .await
                 .map_err(|e| e.to_string())?;
@@ -280,8 +272,8 @@ fn main() {
         .await
         .unwrap();
         let verifier = Arc::new(ReferenceVerifier::new(&[], &[platform.reference_values()], HostDataRule::OneOf(vec![coord_host]), system_clock()).unwrap());
-        let ch = connect(&c.user_api.to_string(), Arc::new(move || AttestedClientConfig::new(Some(verifier.clone()), ClientIdentity::None))).await.unwrap();
-        UserApiClient::new(ch.channel)
+        let ch = connect(&Target::new(c.user_api.to_string(), ServerVerification::Verify(verifier), ClientIdentity::None)).await.unwrap();
+        UserApiClient::new(ch.channel())
             .set_manifest(SetManifestRequest { manifest: manifest.to_json_bytes(), policies: vec![coord_policy, pod_policy], previous_transition: vec![] })
             .await
             .unwrap();

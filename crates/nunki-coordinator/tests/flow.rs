@@ -18,10 +18,10 @@ use nunki_api::meshapi::mesh_api_client::MeshApiClient;
 use nunki_api::userapi::user_api_client::UserApiClient;
 use nunki_api::userapi::{GetManifestsRequest, SetManifestRequest};
 use nunki_atls::cert::AttestingKey;
-use nunki_atls::grpc::{AtlsChannel, ConnectError, connect};
+use nunki_atls::grpc::{AtlsChannel, ConnectError, Target, connect};
 use nunki_atls::verify::system_clock;
 use nunki_atls::{
-    AttestedClientConfig, ClientIdentity, HostDataRule, Issuer, ReferenceVerifier, SimIssuer,
+    ClientIdentity, HostDataRule, Issuer, ReferenceVerifier, ServerVerification, SimIssuer,
 };
 use nunki_attestation::sim::SimPlatform;
 use nunki_coordinator::run::{Options, Running, StoreChoice, start};
@@ -137,10 +137,11 @@ async fn user_channel(
         .unwrap(),
     );
     let identity = key.map_or(ClientIdentity::None, ClientIdentity::Key);
-    connect(
-        &addr.to_string(),
-        Arc::new(move || AttestedClientConfig::new(Some(verifier.clone()), identity.clone())),
-    )
+    connect(&Target::new(
+        addr.to_string(),
+        ServerVerification::Verify(verifier),
+        identity,
+    ))
     .await
 }
 
@@ -149,22 +150,17 @@ async fn pod(
     issuer: Arc<dyn Issuer>,
 ) -> Result<(Arc<AttestingKey>, nunki_api::meshapi::NewMeshCertResponse), String> {
     let key = Arc::new(AttestingKey::generate().unwrap());
-    let k = key.clone();
-    let ch = connect(
-        &addr.to_string(),
-        Arc::new(move || {
-            AttestedClientConfig::new(
-                None,
-                ClientIdentity::Attested {
-                    key: k.clone(),
-                    issuer: issuer.clone(),
-                },
-            )
-        }),
-    )
+    let ch = connect(&Target::new(
+        addr.to_string(),
+        ServerVerification::None,
+        ClientIdentity::Attested {
+            key: key.clone(),
+            issuer,
+        },
+    ))
     .await
     .map_err(|e| e.to_string())?;
-    let resp = MeshApiClient::new(ch.channel)
+    let resp = MeshApiClient::new(ch.channel())
         .new_mesh_cert(NewMeshCertRequest {})
         .await
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
@@ -250,7 +246,7 @@ async fn full_flow_with_the_simulated_platform() {
         ch.verified_peer().unwrap().host_data(),
         d.coordinator_host_data()
     );
-    let set = UserApiClient::new(ch.channel.clone())
+    let set = UserApiClient::new(ch.channel())
         .set_manifest(d.request(None))
         .await
         .unwrap()
@@ -319,7 +315,7 @@ async fn full_flow_with_the_simulated_platform() {
     }
 
     // GetManifests: the history and its chain.
-    let got = UserApiClient::new(ch.channel.clone())
+    let got = UserApiClient::new(ch.channel())
         .get_manifests(GetManifestsRequest {})
         .await
         .unwrap()
@@ -338,7 +334,7 @@ async fn full_flow_with_the_simulated_platform() {
     let ich = user_channel(c.user_api, d.coordinator_host_data(), Some(intruder))
         .await
         .unwrap();
-    let st = UserApiClient::new(ich.channel)
+    let st = UserApiClient::new(ich.channel())
         .set_manifest(d2.request(None))
         .await
         .unwrap_err();
@@ -348,7 +344,7 @@ async fn full_flow_with_the_simulated_platform() {
         "{}",
         st.message()
     );
-    let st = UserApiClient::new(ch.channel.clone())
+    let st = UserApiClient::new(ch.channel())
         .set_manifest(d2.request(None))
         .await
         .unwrap_err();
@@ -360,7 +356,7 @@ async fn full_flow_with_the_simulated_platform() {
         .unwrap();
     let mut bad_req = d2.request(None);
     bad_req.manifest = br#"{"Policies":{"xyz":{"SANs":[]}},"ReferenceValues":{}}"#.to_vec();
-    let st = UserApiClient::new(och.channel.clone())
+    let st = UserApiClient::new(och.channel())
         .set_manifest(bad_req)
         .await
         .unwrap_err();
@@ -370,8 +366,8 @@ async fn full_flow_with_the_simulated_platform() {
     // Two concurrent updates from the same base: exactly one wins.
     let base: [u8; 32] = got.latest_transition.clone().try_into().unwrap();
     let d3 = Deployment::new(owner.clone(), "web3.default.svc");
-    let mut ca = UserApiClient::new(och.channel.clone());
-    let mut cb = UserApiClient::new(och.channel.clone());
+    let mut ca = UserApiClient::new(och.channel());
+    let mut cb = UserApiClient::new(och.channel());
     let (a, b) = tokio::join!(
         ca.set_manifest(d2.request(Some(base))),
         cb.set_manifest(d3.request(Some(base)))
@@ -388,7 +384,7 @@ async fn full_flow_with_the_simulated_platform() {
         "{}",
         loser.message()
     );
-    let got2 = UserApiClient::new(och.channel.clone())
+    let got2 = UserApiClient::new(och.channel())
         .get_manifests(GetManifestsRequest {})
         .await
         .unwrap()
@@ -437,7 +433,7 @@ async fn full_flow_with_the_simulated_platform() {
     let ch = user_channel(c.user_api, d.coordinator_host_data(), Some(owner.clone()))
         .await
         .unwrap();
-    let st = UserApiClient::new(ch.channel.clone())
+    let st = UserApiClient::new(ch.channel())
         .set_manifest(d.request(None))
         .await
         .unwrap_err();
