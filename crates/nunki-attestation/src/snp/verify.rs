@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::SystemTime;
 
 use aws_lc_rs::digest;
-use aws_lc_rs::signature::{self, UnparsedPublicKey};
+use aws_lc_rs::signature::{self, ParsedPublicKey};
 use nunki_manifest::{Sha256Fingerprint, SnpProduct};
 use serde::Serialize;
 
@@ -321,7 +321,8 @@ struct EndorsedKey {
     root: RootKind,
     root_fingerprint: Sha256Fingerprint,
     ext: EndorsementExtensions,
-    key: UnparsedPublicKey<Vec<u8>>,
+    /// Decoded once when the chain is verified, so cached reports skip point decoding.
+    key: ParsedPublicKey,
     /// (name, notBefore, notAfter) of VCEK, intermediate, ARK.
     windows: Vec<(String, i64, i64)>,
     /// (name, serial hex) of the certificates a CRL from the ARK may revoke.
@@ -486,7 +487,7 @@ impl SnpVerifier {
                 evidence.report.len(),
             )))?;
         key.key
-            .verify(signed, &fixed)
+            .verify_sig(signed, &fixed)
             .map_err(|_| VerifyError::ReportSignature(key.signer))?;
         Ok(VerifiedReport {
             report,
@@ -615,10 +616,8 @@ impl SnpVerifier {
             root,
             root_fingerprint: ark.fingerprint,
             ext,
-            key: UnparsedPublicKey::new(
-                &signature::ECDSA_P384_SHA384_FIXED,
-                leaf.public_key.clone(),
-            ),
+            key: ParsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, &leaf.public_key)
+                .map_err(|e| leaf.profile(format!("EC P-384 public key is invalid: {e}")))?,
             windows,
             serials,
             ark,
