@@ -1,0 +1,277 @@
+//! End to end with the real parts: an in-process Coordinator (the library the
+//! `nunki-coordinator` binary wraps) on loopback, the real `nunki` binary for `set` and
+//! `verify`, and a simulated pod that gets its mesh certificate over mutual aTLS. The pod's
+//! certificate must verify with the `verify/mesh-root.pem` that `nunki verify` wrote.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use nunki_api::meshapi::NewMeshCertRequest;
+use nunki_api::meshapi::mesh_api_client::MeshApiClient;
+use nunki_atls::cert::AttestingKey;
+use nunki_atls::grpc::{Target, connect};
+use nunki_atls::verify::system_clock;
+use nunki_atls::{ClientIdentity, ServerVerification, SimIssuer};
+use nunki_attestation::sim::SimPlatform;
+use nunki_coordinator::run::{Options, StoreChoice, start};
+use nunki_manifest::{
+    HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role, SnpProduct,
+};
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b)
+        .as_ref()
+        .try_into()
+        .unwrap()
+}
+
+async fn nunki(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nunki"))
+            .args(&args)
+            .env("NUNKI_SIM_DIR", "/nonexistent/not-used")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn pem_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    nunki_attestation::snp::certs::pem_or_der_certs(pem)
+        .unwrap()
+        .into_iter()
+        .map(Into::into)
+        .collect()
+}
+
+fn verify_server_leaf(chain_pem: &[u8], root_pem: &[u8], name: &str) -> Result<(), String> {
+    use rustls::client::danger::ServerCertVerifier;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pem_certs(root_pem) {
+        roots.add(c).unwrap();
+    }
+    let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        nunki_atls::provider(),
+    )
+    .build()
+    .unwrap();
+    let chain = pem_certs(chain_pem);
+    v.verify_server_cert(
+        &chain[0],
+        &chain[1..],
+        &rustls::pki_types::ServerName::try_from(name.to_string()).unwrap(),
+        &[],
+        rustls::pki_types::UnixTime::now(),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_pod_certificate_verify_with_real_binaries() {
+    let platform = Arc::new(SimPlatform::generate(SnpProduct::Genoa, SystemTime::now()).unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+
+    // The deployment: a coordinator policy and a web policy, both as documents on disk.
+    let coordinator_policy = b"package agent_policy\n# coordinator (e2e)\n".to_vec();
+    let web_policy = b"package agent_policy\n# web (e2e)\n".to_vec();
+    std::fs::create_dir(dir.join("policies")).unwrap();
+    std::fs::write(dir.join("policies/coordinator.rego"), &coordinator_policy).unwrap();
+    std::fs::write(dir.join("policies/web.rego"), &web_policy).unwrap();
+    let mut policies = BTreeMap::new();
+    policies.insert(
+        PolicyHash(sha256(&coordinator_policy)),
+        PolicyEntry {
+            sans: vec!["coordinator".into()],
+            workload_secret_id: String::new(),
+            role: Role::Coordinator,
+        },
+    );
+    policies.insert(
+        PolicyHash(sha256(&web_policy)),
+        PolicyEntry {
+            sans: vec!["web".into(), "127.0.0.1".into()],
+            workload_secret_id: String::new(),
+            role: Role::None,
+        },
+    );
+    let manifest = Manifest {
+        policies,
+        reference_values: ReferenceValues {
+            snp: vec![],
+            tdx: vec![],
+            simulated: vec![platform.reference_values()],
+        },
+        workload_owner_key_digests: vec![],
+        seedshare_owner_pub_keys: vec![],
+    };
+    let manifest_path = dir.join("manifest.json");
+    std::fs::write(&manifest_path, manifest.to_json_bytes()).unwrap();
+
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let c = start(Options {
+        issuer: Arc::new(SimIssuer::new(
+            platform.clone(),
+            HostData(sha256(&coordinator_policy)),
+        )),
+        store: StoreChoice::Dir(dir.join("state")),
+        user_api: any,
+        mesh_api: any,
+        metrics: any,
+        clock: system_clock(),
+    })
+    .await
+    .unwrap();
+    let user = c.user_api.to_string();
+    let s = |p: &Path| p.display().to_string();
+
+    // nunki set
+    let o = nunki(vec![
+        "set".into(),
+        "-c".into(),
+        user.clone(),
+        "-m".into(),
+        s(&manifest_path),
+        "--policies".into(),
+        s(&dir.join("policies")),
+        "--workspace".into(),
+        s(dir),
+        "--timeout".into(),
+        "10".into(),
+    ])
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(dir.join("coordinator-root.pem").exists() && dir.join("mesh-root.pem").exists());
+
+    // A simulated pod with the web policy gets its certificate.
+    let key = Arc::new(AttestingKey::generate().unwrap());
+    let identity = ClientIdentity::Attested {
+        key: key.clone(),
+        issuer: Arc::new(SimIssuer::new(
+            platform.clone(),
+            HostData(sha256(&web_policy)),
+        )),
+    };
+    let ch = connect(&Target::new(
+        c.mesh_api.to_string(),
+        ServerVerification::None,
+        identity,
+    ))
+    .await
+    .unwrap();
+    let cert = MeshApiClient::new(ch.channel())
+        .new_mesh_cert(NewMeshCertRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    // nunki verify, against the local manifest.
+    let out = dir.join("verify");
+    let o = nunki(vec![
+        "verify".into(),
+        "-c".into(),
+        user.clone(),
+        "-o".into(),
+        s(&out),
+        "-m".into(),
+        s(&manifest_path),
+    ])
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+    for f in [
+        "coordinator-root.pem",
+        "mesh-root.pem",
+        "manifests/manifest.0.json",
+        "history.json",
+    ] {
+        assert!(out.join(f).exists(), "verify/{f} missing");
+    }
+    assert_eq!(
+        std::fs::read(out.join("manifests/manifest.0.json")).unwrap(),
+        std::fs::read(&manifest_path).unwrap()
+    );
+    for p in [&coordinator_policy, &web_policy] {
+        assert_eq!(
+            std::fs::read(out.join("policies").join(hex::encode(sha256(p)))).unwrap(),
+            *p
+        );
+    }
+    let mesh_root = std::fs::read(out.join("mesh-root.pem")).unwrap();
+    let coordinator_root = std::fs::read(out.join("coordinator-root.pem")).unwrap();
+    assert_eq!(mesh_root, std::fs::read(dir.join("mesh-root.pem")).unwrap());
+
+    // The pod's certificate verifies with what `nunki verify` wrote: rustls and OpenSSL.
+    verify_server_leaf(&cert.cert_chain, &mesh_root, "web").unwrap();
+    verify_server_leaf(&cert.cert_chain, &coordinator_root, "127.0.0.1").unwrap();
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok()
+    {
+        let certs = nunki_attestation::snp::certs::pem_or_der_certs(&cert.cert_chain).unwrap();
+        std::fs::write(
+            dir.join("leaf.pem"),
+            nunki_attestation::snp::certs::to_pem(&certs[0]),
+        )
+        .unwrap();
+        let o = std::process::Command::new("openssl")
+            .args(["verify", "-purpose", "sslserver", "-CAfile"])
+            .arg(out.join("mesh-root.pem"))
+            .arg(dir.join("leaf.pem"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+    }
+
+    // A Coordinator run with another policy than the manifest's coordinator entry is refused,
+    // naming the failing check.
+    c.shutdown().await;
+    let impostor = start(Options {
+        issuer: Arc::new(SimIssuer::new(platform.clone(), HostData([0x66; 32]))),
+        store: StoreChoice::Memory,
+        user_api: any,
+        mesh_api: any,
+        metrics: any,
+        clock: system_clock(),
+    })
+    .await
+    .unwrap();
+    let o = nunki(vec![
+        "verify".into(),
+        "-c".into(),
+        impostor.user_api.to_string(),
+        "-o".into(),
+        s(&dir.join("verify2")),
+        "-m".into(),
+        s(&manifest_path),
+        "--timeout".into(),
+        "5".into(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let text = show(&o);
+    assert!(text.contains("HOST_DATA"), "{text}");
+    impostor.shutdown().await;
+}
