@@ -406,11 +406,11 @@ fn print_result(v: Option<&VerifiedReport>, failures: &[String], now: SystemTime
         };
         println!("verified at {}:", rfc3339(unix_seconds(now)));
         println!(
-            "  ok  report signature (ECDSA P-384 over 0x000..0x2A0) by the {:?}",
+            "  ok  report signature (ECDSA P-384 over 0x000..0x2A0) by the {}",
             v.signer()
         );
         println!(
-            "  ok  chain {:?} -> {} -> {root} ({})",
+            "  ok  chain {} -> {} -> {root} ({})",
             v.signer(),
             if v.signer() == nunki_attestation::SignerKind::Vlek {
                 "ASVK"
@@ -421,7 +421,7 @@ fn print_result(v: Option<&VerifiedReport>, failures: &[String], now: SystemTime
         );
         println!("  ok  certificate validity windows");
         println!(
-            "  ok  {:?} TCB extensions = REPORTED_TCB ({})",
+            "  ok  {} TCB extensions = REPORTED_TCB ({})",
             v.signer(),
             v.report().reported_tcb.decode(v.layout())
         );
@@ -430,7 +430,7 @@ fn print_result(v: Option<&VerifiedReport>, failures: &[String], now: SystemTime
         }
         if crl {
             println!(
-                "  ok  CRL signed by the ARK, current, intermediate and {:?} not revoked",
+                "  ok  CRL signed by the ARK, current, intermediate and {} not revoked",
                 v.signer()
             );
         }

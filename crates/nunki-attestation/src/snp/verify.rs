@@ -128,6 +128,15 @@ pub enum SignerKind {
     Vlek,
 }
 
+impl std::fmt::Display for SignerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SignerKind::Vcek => "VCEK",
+            SignerKind::Vlek => "VLEK",
+        })
+    }
+}
+
 /// Which kind of root a verified report chains to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum RootKind {
