@@ -52,6 +52,37 @@ impl AttestingCertResolver {
     }
 }
 
+impl AttestingCertResolver {
+    /// The certificate for a connection: attested for `nonce`, or the plain one without.
+    /// Producing evidence may block (hardware issuers); call it off the async workers.
+    pub fn certified_for(
+        &self,
+        nonce: Option<[u8; NONCE_LEN]>,
+    ) -> Result<Arc<CertifiedKey>, AtlsError> {
+        match nonce {
+            Some(n) => {
+                Ok(self
+                    .key
+                    .certify(Some(self.issuer.as_ref()), Some(&n), (self.clock)())?)
+            }
+            None => self
+                .plain()
+                .ok_or_else(|| AtlsError::Protocol("cannot build the server certificate".into())),
+        }
+    }
+}
+
+/// A resolver that always answers with one prepared certificate (for configurations built per
+/// connection after the ClientHello was read).
+#[derive(Debug)]
+pub struct FixedCert(pub Arc<CertifiedKey>);
+
+impl ResolvesServerCert for FixedCert {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
 impl ResolvesServerCert for AttestingCertResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let nonce = client_hello.alpn().and_then(nonce::from_alpn);
@@ -87,7 +118,9 @@ fn finish(mut c: ServerConfig) -> ServerConfig {
 
 /// Server configuration of the user API: the server attests itself; a client certificate is
 /// requested but optional and not attested (its key identifies a workload owner).
-pub fn user_server_config(resolver: Arc<AttestingCertResolver>) -> Result<ServerConfig, AtlsError> {
+pub fn user_server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Result<ServerConfig, AtlsError> {
     let provider = crate::provider();
     let c = base(provider.clone())?
         .with_client_cert_verifier(Arc::new(OptionalClientKey { provider }))
@@ -99,7 +132,7 @@ pub fn user_server_config(resolver: Arc<AttestingCertResolver>) -> Result<Server
 /// CertificateRequest, the client must answer with evidence matching `verifier`. The result
 /// (the verified peer) is left in the returned slot.
 pub fn mutual_server_config(
-    resolver: Arc<AttestingCertResolver>,
+    resolver: Arc<dyn ResolvesServerCert>,
     verifier: Arc<ReferenceVerifier>,
 ) -> Result<(ServerConfig, PeerSlot), AtlsError> {
     let provider = crate::provider();

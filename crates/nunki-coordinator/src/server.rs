@@ -10,7 +10,10 @@ use std::time::Duration;
 use nunki_api::meshapi::mesh_api_server::MeshApiServer;
 use nunki_api::userapi::user_api_server::UserApiServer;
 use nunki_atls::verify::AtlsError;
-use nunki_atls::{AttestingCertResolver, VerifiedPeer, mutual_server_config, user_server_config};
+use nunki_atls::{
+    AttestingCertResolver, FixedCert, PeerSlot, VerifiedPeer, mutual_server_config,
+    user_server_config,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -21,7 +24,7 @@ use tonic::transport::server::Connected;
 use crate::api::{MeshApi, UserApi};
 use crate::state::Coordinator;
 
-/// How long a TLS handshake (including evidence verification) may take once started.
+/// How long a TLS handshake (including evidence verification) may take after the ClientHello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Handshakes in progress at once per API. Beyond this, connections wait (unaccepted work
@@ -44,6 +47,8 @@ pub struct ConnInfo {
 pub struct AtlsIo {
     inner: TlsStream<TcpStream>,
     info: ConnInfo,
+    /// Released when the connection ends (bounds live connections).
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Connected for AtlsIo {
@@ -103,6 +108,203 @@ pub fn reason(e: &AtlsError) -> &'static str {
     }
 }
 
+/// Live connections per API; beyond this new connections wait in the kernel backlog.
+const MAX_CONNECTIONS: usize = 4096;
+
+/// How long a client may take to send its ClientHello (before it costs us anything).
+const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Limits that keep one (possibly unauthenticated) connection from pinning the Coordinator.
+fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(8)
+        .concurrency_limit_per_connection(8)
+        .timeout(Duration::from_secs(60))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_connection_age(Duration::from_secs(3600))
+}
+
+/// Largest gRPC message either API accepts or sends.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What one API does with a connection after the ClientHello.
+trait ApiTls: Send + Sync + 'static {
+    /// Builds the per-connection configuration around the prepared certificate.
+    fn config(
+        &self,
+        cert: Arc<rustls::sign::CertifiedKey>,
+    ) -> Result<(rustls::ServerConfig, ConnInfo, Option<PeerSlot>), String>;
+    /// Called when the handshake failed, with the verification result if any.
+    fn failed(&self, addr: std::net::SocketAddr, slot: Option<PeerSlot>, error: String);
+    /// Completes the connection info once the handshake succeeded.
+    fn finish(
+        &self,
+        tls: &TlsStream<TcpStream>,
+        info: ConnInfo,
+        slot: Option<PeerSlot>,
+    ) -> ConnInfo;
+}
+
+struct UserTls;
+
+impl ApiTls for UserTls {
+    fn config(
+        &self,
+        cert: Arc<rustls::sign::CertifiedKey>,
+    ) -> Result<(rustls::ServerConfig, ConnInfo, Option<PeerSlot>), String> {
+        let c = user_server_config(Arc::new(FixedCert(cert))).map_err(|e| e.to_string())?;
+        Ok((c, ConnInfo::default(), None))
+    }
+    fn failed(&self, addr: std::net::SocketAddr, _slot: Option<PeerSlot>, error: String) {
+        tracing::info!(%addr, %error, "user API handshake failed");
+    }
+    fn finish(
+        &self,
+        tls: &TlsStream<TcpStream>,
+        mut info: ConnInfo,
+        _slot: Option<PeerSlot>,
+    ) -> ConnInfo {
+        info.peer_spki = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| nunki_atls::cert::parse_peer(c).ok())
+            .map(|p| p.spki);
+        info
+    }
+}
+
+struct MeshTls {
+    coord: Arc<Coordinator>,
+}
+
+impl ApiTls for MeshTls {
+    fn config(
+        &self,
+        cert: Arc<rustls::sign::CertifiedKey>,
+    ) -> Result<(rustls::ServerConfig, ConnInfo, Option<PeerSlot>), String> {
+        let Some((verifier, generation)) = self.coord.mesh_verifier() else {
+            self.coord.metrics().attestation_failed("no_manifest");
+            return Err("no manifest set yet".into());
+        };
+        let (c, slot) =
+            mutual_server_config(Arc::new(FixedCert(cert)), verifier).map_err(|e| e.to_string())?;
+        Ok((
+            c,
+            ConnInfo {
+                peer_spki: None,
+                peer: None,
+                generation,
+            },
+            Some(slot),
+        ))
+    }
+    fn failed(&self, addr: std::net::SocketAddr, slot: Option<PeerSlot>, error: String) {
+        let why = match slot.and_then(|s| s.get()) {
+            Some(Err(a)) => {
+                self.coord.metrics().attestation_failed(reason(&a));
+                a.to_string()
+            }
+            _ => {
+                self.coord.metrics().attestation_failed("handshake");
+                error
+            }
+        };
+        tracing::info!(%addr, error = %why, "mesh API attestation refused");
+    }
+    fn finish(
+        &self,
+        _tls: &TlsStream<TcpStream>,
+        mut info: ConnInfo,
+        slot: Option<PeerSlot>,
+    ) -> ConnInfo {
+        info.peer = slot.and_then(|s| s.verified());
+        info
+    }
+}
+
+/// Accepts connections: reads the ClientHello under a short timeout without holding a slot,
+/// then takes a handshake slot, prepares the (possibly attested) certificate off the async
+/// workers and completes the handshake.
+fn accept_loop(
+    listener: TcpListener,
+    resolver: Arc<AttestingCertResolver>,
+    api: Arc<dyn ApiTls>,
+    tx: mpsc::Sender<io::Result<AtlsIo>>,
+) -> tokio::task::JoinHandle<()> {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::spawn(async move {
+        loop {
+            let Ok(conn_permit) = connections.clone().acquire_owned().await else {
+                break;
+            };
+            let (tcp, addr) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (resolver, api, tx, handshakes) = (
+                resolver.clone(),
+                api.clone(),
+                tx.clone(),
+                handshakes.clone(),
+            );
+            tokio::spawn(async move {
+                let acceptor =
+                    tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+                let start = match tokio::time::timeout(CLIENT_HELLO_TIMEOUT, acceptor).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        return api.failed(addr, None, format!("reading the ClientHello: {e}"));
+                    }
+                    Err(_) => return api.failed(addr, None, "no ClientHello in time".into()),
+                };
+                let nonce = start
+                    .client_hello()
+                    .alpn()
+                    .and_then(nunki_atls::nonce::from_alpn);
+                let Ok(_permit) = handshakes.acquire_owned().await else {
+                    return;
+                };
+                let r = resolver.clone();
+                let cert = match tokio::task::spawn_blocking(move || r.certified_for(nonce)).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => return api.failed(addr, None, e.to_string()),
+                    Err(e) => return api.failed(addr, None, e.to_string()),
+                };
+                let (config, info, slot) = match api.config(cert) {
+                    Ok(x) => x,
+                    Err(e) => return api.failed(addr, None, e),
+                };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(Arc::new(config)))
+                    .await
+                {
+                    Ok(Ok(tls)) => {
+                        let info = api.finish(&tls, info, slot);
+                        let _ = tx
+                            .send(Ok(AtlsIo {
+                                inner: tls,
+                                info,
+                                _permit: conn_permit,
+                            }))
+                            .await;
+                    }
+                    Ok(Err(e)) => api.failed(addr, slot, e.to_string()),
+                    Err(_) => api.failed(addr, slot, "handshake timed out".into()),
+                }
+            });
+        }
+    })
+}
+
 /// Serves the user API on `listener` until `shutdown` completes.
 pub async fn serve_user_api(
     listener: TcpListener,
@@ -110,47 +312,13 @@ pub async fn serve_user_api(
     resolver: Arc<AttestingCertResolver>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let config = Arc::new(user_server_config(resolver).map_err(|e| e.to_string())?);
     let (tx, rx) = mpsc::channel::<io::Result<AtlsIo>>(256);
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
-    let accept = tokio::spawn(async move {
-        loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
-            };
-            let Ok((tcp, addr)) = listener.accept().await else {
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                drop(permit);
-                match handshake {
-                    Ok(Ok(tls)) => {
-                        let peer_spki = tls
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .and_then(|c| nunki_atls::cert::parse_peer(c).ok())
-                            .map(|p| p.spki);
-                        let info = ConnInfo {
-                            peer_spki,
-                            peer: None,
-                            generation: 0,
-                        };
-                        let _ = tx.send(Ok(AtlsIo { inner: tls, info })).await;
-                    }
-                    Ok(Err(e)) => tracing::info!(%addr, error = %e, "user API handshake failed"),
-                    Err(_) => tracing::info!(%addr, "user API handshake timed out"),
-                }
-            });
-        }
-    });
-    let r = tonic::transport::Server::builder()
-        .add_service(UserApiServer::new(UserApi::new(coord)))
+    let accept = accept_loop(listener, resolver, Arc::new(UserTls), tx);
+    let svc = UserApiServer::new(UserApi::new(coord))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let r = grpc_server()
+        .add_service(svc)
         .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
         .await
         .map_err(|e| e.to_string());
@@ -166,66 +334,15 @@ pub async fn serve_mesh_api(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<io::Result<AtlsIo>>(1024);
-    let c = coord.clone();
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
-    let accept = tokio::spawn(async move {
-        loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
-            };
-            let Ok((tcp, addr)) = listener.accept().await else {
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let Some((verifier, generation)) = c.mesh_verifier() else {
-                tracing::info!(%addr, "mesh API connection refused: no manifest set");
-                c.metrics().attestation_failed("no_manifest");
-                continue;
-            };
-            let (config, slot) = match mutual_server_config(resolver.clone(), verifier) {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::error!(error = %e, "mesh API TLS configuration");
-                    continue;
-                }
-            };
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-            let tx = tx.clone();
-            let c = c.clone();
-            tokio::spawn(async move {
-                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                drop(permit);
-                match handshake {
-                    Ok(Ok(tls)) => {
-                        let info = ConnInfo {
-                            peer_spki: None,
-                            peer: slot.verified(),
-                            generation,
-                        };
-                        let _ = tx.send(Ok(AtlsIo { inner: tls, info })).await;
-                    }
-                    Ok(Err(e)) => {
-                        let why = match slot.get() {
-                            Some(Err(a)) => {
-                                c.metrics().attestation_failed(reason(&a));
-                                a.to_string()
-                            }
-                            _ => {
-                                c.metrics().attestation_failed("handshake");
-                                e.to_string()
-                            }
-                        };
-                        tracing::info!(%addr, error = %why, "mesh API attestation refused");
-                    }
-                    Err(_) => {
-                        c.metrics().attestation_failed("timeout");
-                        tracing::info!(%addr, "mesh API handshake timed out");
-                    }
-                }
-            });
-        }
-    });
-    let r = tonic::transport::Server::builder()
+    let accept = accept_loop(
+        listener,
+        resolver,
+        Arc::new(MeshTls {
+            coord: coord.clone(),
+        }),
+        tx,
+    );
+    let r = grpc_server()
         .add_service(MeshApiServer::new(MeshApi::new(coord)))
         .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
         .await

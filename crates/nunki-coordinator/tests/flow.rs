@@ -604,3 +604,29 @@ async fn a_wrongly_attested_coordinator_is_refused() {
     assert!(err.to_string().contains("HOST_DATA"), "{err}");
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn idle_connections_do_not_block_handshakes() {
+    let owner = Arc::new(AttestingKey::generate().unwrap());
+    let d = Deployment::new(owner, "x");
+    let c = coordinator(StoreChoice::Memory, d.coordinator_host_data())
+        .await
+        .unwrap();
+    // More idle sockets than there are handshake slots: they never send a ClientHello.
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(tokio::net::TcpStream::connect(c.user_api).await.unwrap());
+    }
+    let t = std::time::Instant::now();
+    let ch = tokio::time::timeout(
+        std::time::Duration::from_secs(4),
+        user_channel(c.user_api, d.coordinator_host_data(), None),
+    )
+    .await
+    .expect("a legitimate client must not wait for idle sockets")
+    .unwrap();
+    assert!(ch.verified_peer().is_some());
+    assert!(t.elapsed() < std::time::Duration::from_secs(4));
+    drop(idle);
+    c.shutdown().await;
+}
