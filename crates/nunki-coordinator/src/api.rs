@@ -18,7 +18,13 @@ fn status(e: CoordError) -> Status {
         CoordError::InvalidArgument(m) => Status::invalid_argument(m),
         CoordError::PermissionDenied(m) => Status::permission_denied(m),
         CoordError::FailedPrecondition(m) => Status::failed_precondition(m),
-        CoordError::Internal(m) => Status::internal(m),
+        CoordError::Unauthenticated(m) => Status::unauthenticated(m),
+        CoordError::Aborted(m) => Status::aborted(m),
+        CoordError::Internal(m) => {
+            // Details (paths, hashes of host-controlled files) go to the log only.
+            tracing::error!(error = %m, "internal error");
+            Status::internal("internal error in the Coordinator; its log has the details")
+        }
     }
 }
 

@@ -340,6 +340,15 @@ impl History {
         let Some(latest) = self.latest().await? else {
             return Ok(VerifiedHistory::default());
         };
+        self.verify_from(latest).await
+    }
+
+    /// Like [`History::verify_all`], from a latest transition the caller already holds (so a
+    /// reader never mixes its own state with a pointer that moved meanwhile).
+    pub async fn verify_from(
+        &self,
+        latest: LatestTransition,
+    ) -> Result<VerifiedHistory, HistoryError> {
         let entries = self.walk_from(&latest.hash).await?;
         let mut referenced = BTreeSet::new();
         let mut latest_manifest = None;

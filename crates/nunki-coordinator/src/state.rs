@@ -28,6 +28,12 @@ pub enum CoordError {
     /// The Coordinator is not in a state that allows it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller presented no identity where one is needed.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A concurrent update won; retrying on the new state may succeed.
+    #[error("{0}")]
+    Aborted(String),
     /// Something broke inside.
     #[error("{0}")]
     Internal(String),
@@ -36,7 +42,7 @@ pub enum CoordError {
 impl From<HistoryError> for CoordError {
     fn from(e: HistoryError) -> Self {
         match e {
-            HistoryError::ConcurrentUpdate { .. } => CoordError::FailedPrecondition(format!(
+            HistoryError::ConcurrentUpdate { .. } => CoordError::Aborted(format!(
                 "{e}; another manifest was set at the same time: fetch the history and retry"
             )),
             other => CoordError::Internal(format!("history store: {other}")),
@@ -168,10 +174,10 @@ impl Coordinator {
 
     /// Current status.
     pub fn status(&self) -> Status {
+        // A poisoned lock still holds a consistent value (it is only ever replaced whole).
         self.status
             .read()
-            .map(|s| s.clone())
-            .unwrap_or(Status::Uninitialized)
+            .map_or_else(|p| p.into_inner().clone(), |s| s.clone())
     }
 
     /// The metrics.
@@ -214,7 +220,7 @@ impl Coordinator {
                 .as_ref()
                 .map_or(TransitionHash::GENESIS, |s| s.latest.hash);
             if expected != current {
-                return Err(CoordError::FailedPrecondition(format!(
+                return Err(CoordError::Aborted(format!(
                     "concurrent update: this update was based on transition {expected}, but the latest is {current}; fetch the history and retry"
                 )));
             }
@@ -295,8 +301,9 @@ impl Coordinator {
             generation,
             mesh_verifier,
         });
-        if let Ok(mut s) = self.status.write() {
-            *s = Status::Ready(state);
+        match self.status.write() {
+            Ok(mut s) => *s = Status::Ready(state),
+            Err(p) => *p.into_inner() = Status::Ready(state),
         }
         self.metrics.manifests_set.inc();
         self.metrics
@@ -326,7 +333,7 @@ impl Coordinator {
     /// The whole history, oldest first, with every referenced policy (all re-hashed).
     pub async fn get_manifests(&self) -> Result<ManifestsView, CoordError> {
         let state = self.ready()?;
-        let verified = self.history.verify_all().await?;
+        let verified = self.history.verify_from(state.latest.clone()).await?;
         Ok(ManifestsView {
             manifests: verified.entries.into_iter().map(|e| e.manifest).collect(),
             policies: verified.policies.into_values().collect(),
@@ -370,7 +377,14 @@ impl Coordinator {
         let leaf = state
             .ca
             .issue_leaf(&peer.spki, &entry.sans, (self.clock)())
-            .map_err(|e| CoordError::Internal(format!("issuing the certificate: {e}")))?;
+            .map_err(|e| match e {
+                nunki_ca::CaError::MalformedSpki { .. }
+                | nunki_ca::CaError::UnsupportedKeyAlgorithm { .. }
+                | nunki_ca::CaError::InvalidPublicKey { .. } => CoordError::InvalidArgument(
+                    format!("the pod's TLS key cannot be certified: {e}"),
+                ),
+                other => CoordError::Internal(format!("issuing the certificate: {other}")),
+            })?;
         self.metrics.certificates_issued.inc();
         tracing::info!(policy = %hash, matched = %peer.matched, "issued mesh certificate");
         Ok(MeshCert {
@@ -395,7 +409,7 @@ fn authorize(current: &ParsedManifest, client_spki: Option<&[u8]>) -> Result<(),
         .collect::<Vec<_>>()
         .join(", ");
     let Some(spki) = client_spki else {
-        return Err(CoordError::PermissionDenied(format!(
+        return Err(CoordError::Unauthenticated(format!(
             "updating the manifest needs a workload owner key (--workload-owner-key); allowed key digests: {list}"
         )));
     };

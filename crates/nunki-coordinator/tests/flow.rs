@@ -348,7 +348,16 @@ async fn full_flow_with_the_simulated_platform() {
         .set_manifest(d2.request(None))
         .await
         .unwrap_err();
-    assert_eq!(st.code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        st.code(),
+        tonic::Code::Unauthenticated,
+        "an update without any key"
+    );
+    assert!(
+        st.message().contains("--workload-owner-key"),
+        "{}",
+        st.message()
+    );
 
     // Invalid manifests list every error.
     let och = user_channel(c.user_api, d.coordinator_host_data(), Some(owner.clone()))
@@ -378,7 +387,7 @@ async fn full_flow_with_the_simulated_platform() {
     );
     let a_won = a.is_ok();
     let loser = a.err().or(b.err()).unwrap();
-    assert_eq!(loser.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(loser.code(), tonic::Code::Aborted);
     assert!(
         loser.message().contains("concurrent update"),
         "{}",

@@ -1014,3 +1014,24 @@ async fn dir_cas_is_atomic_across_processes() {
     assert!(status.success(), "child: {status}");
     assert_eq!(read_counter(&store).await, 2 * CROSS_PROCESS_INCREMENTS);
 }
+
+#[tokio::test]
+async fn dir_store_refuses_symlinks_planted_by_the_host() {
+    let dir = TempDir::new().unwrap();
+    let store = DirStore::open(dir.path()).await.unwrap();
+    let key = StoreKey::latest_transition();
+    store.set(&key, &[7u8; 32]).await.unwrap();
+    // A "secret" guest file the host wants to read through the Coordinator's errors.
+    let secret = dir.path().join("guest-secret");
+    std::fs::write(&secret, b"TOP-SECRET").unwrap();
+    let path = store.path(&key);
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&secret, &path).unwrap();
+    let err = store.get(&key).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
+    assert!(
+        text.contains("symbolic link") && !text.contains("544f50"),
+        "{text}"
+    );
+}

@@ -206,11 +206,27 @@ fn lock(path: &Path, kind: Lock) -> Result<File, StoreError> {
     Ok(file)
 }
 
+/// Largest value the store reads back (a manifest or policy far beyond any real one).
+const MAX_VALUE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The file's content; None if it (or its directory) does not exist.
 fn read_value(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-    let mut file = match File::open(path) {
+    // The state directory is host-controlled: never follow a symlink planted there (it could
+    // point at a guest file whose bytes would then show up in errors), and never block on a
+    // FIFO.
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(StoreError::Corrupt {
+                location: path.display().to_string(),
+                reason: "is a symbolic link; the store never follows links".into(),
+            });
+        }
         Err(e) => return Err(io_err(path, "cannot open", &e)),
     };
     let meta = file
@@ -220,6 +236,15 @@ fn read_value(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
         return Err(StoreError::Corrupt {
             location: path.display().to_string(),
             reason: format!("expected a regular file, found {}", kind_of(&meta)),
+        });
+    }
+    if meta.len() > MAX_VALUE_BYTES {
+        return Err(StoreError::Corrupt {
+            location: path.display().to_string(),
+            reason: format!(
+                "{} bytes, more than the {MAX_VALUE_BYTES}-byte limit",
+                meta.len()
+            ),
         });
     }
     let mut out = Vec::new();
