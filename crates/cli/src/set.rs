@@ -206,10 +206,27 @@ fn set(a: &SetArgs) -> Outcome<()> {
         let ch = coordinator_client::connect_retrying(&target, Duration::from_secs(a.timeout))
             .await
             .map_err(|e| connect_failure(&a.coordinator, &against, e))?;
+        // Base the update on the latest transition seen over this attested connection, so a
+        // concurrent update by someone else makes this one fail instead of silently replacing it.
+        let previous_transition = match UserApiClient::new(ch.channel())
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .get_manifests(nunki_api::userapi::GetManifestsRequest::default())
+            .await
+        {
+            Ok(r) => r.into_inner().latest_transition,
+            // No manifest yet (or recovery mode, which SetManifest reports itself).
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => Vec::new(),
+            Err(s) => {
+                return Err(check(format!(
+                    "cannot read the Coordinator's latest transition: {}",
+                    coordinator_client::explain(&ch, &s)
+                )));
+            }
+        };
         let req = SetManifestRequest {
             manifest: manifest.raw().to_vec(),
             policies,
-            ..Default::default()
+            previous_transition,
         };
         // The Coordinator's message says what is wrong (every manifest problem for
         // InvalidArgument, the allowed key digests for PermissionDenied).

@@ -38,10 +38,17 @@ pub struct VerifyArgs {
     /// manifest, which you must then review.
     #[arg(short = 'm', long = "manifest", value_name = "FILE")]
     pub manifest: Option<PathBuf>,
+    /// Without -m, accept a Coordinator whose own manifest trusts the simulated platform (which
+    /// proves nothing about isolation: its root is chosen by whoever runs it).
+    #[arg(long)]
+    pub allow_simulated: bool,
     /// How long to wait for the Coordinator to become reachable.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub timeout: u64,
 }
+
+/// Largest gRPC message accepted from the Coordinator (the whole history is one message).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Runs `nunki verify`.
 pub fn run(args: VerifyArgs) -> Result<ExitCode> {
@@ -238,6 +245,7 @@ fn verify(a: &VerifyArgs) -> Outcome<()> {
             .await
             .map_err(|e| connect_failure(&a.coordinator, &against, e))?;
         let resp = UserApiClient::new(ch.channel())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .get_manifests(GetManifestsRequest::default())
             .await
             .map_err(|s| {
@@ -268,6 +276,22 @@ fn verify(a: &VerifyArgs) -> Outcome<()> {
             }
         }
         None => {
+            if latest.is_simulated() && !a.allow_simulated {
+                return Err(check(format!(
+                    "the Coordinator's own latest manifest {} trusts the SIMULATED platform (root {}), so its \
+                     attestation proves nothing about isolation; pass -m with the manifest you expect, or \
+                     --allow-simulated if this is a simulation",
+                    latest.hash(),
+                    latest
+                        .manifest()
+                        .reference_values
+                        .simulated
+                        .iter()
+                        .map(|r| r.root_fingerprint.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
             let verifier = coordinator_verifier(&latest).check()?;
             ch.config().verify_captured(&verifier).map_err(|e| {
                 check(format!(

@@ -391,9 +391,29 @@ async fn set_then_verify_writes_everything() {
         stderr(&o)
     );
 
+    // Without -m, a Coordinator whose own manifest trusts the simulated platform is refused
+    // unless the user says this is a simulation.
+    let o = nunki(args(&[
+        "verify",
+        "-c",
+        &addr,
+        "-o",
+        &s(&ws.path("refused")),
+    ]))
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("--allow-simulated"), "{}", stderr(&o));
     // Without -m: attested against its own latest manifest, with a warning.
     let out = ws.path("verify");
-    let o = nunki(args(&["verify", "-c", &addr, "-o", &s(&out)])).await;
+    let o = nunki(args(&[
+        "verify",
+        "-c",
+        &addr,
+        "-o",
+        &s(&out),
+        "--allow-simulated",
+    ]))
+    .await;
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
     assert!(
         stderr(&o).contains("verified against its own latest"),
@@ -474,7 +494,15 @@ async fn coordinator_attested_by_another_root_is_refused() {
     );
 
     // verify without -m: the captured certificate does not match its own manifest's root.
-    let o = nunki(args(&["verify", "-c", &addr, "-o", &s(&ws.path("v"))])).await;
+    let o = nunki(args(&[
+        "verify",
+        "-c",
+        &addr,
+        "-o",
+        &s(&ws.path("v")),
+        "--allow-simulated",
+    ]))
+    .await;
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -523,7 +551,15 @@ async fn wrong_latest_transition_is_refused() {
     let first = transition_chain(&[&m0])[0].transition_hash;
     fake.0.lock().unwrap().wrong_transition = Some(first.0.to_vec());
     let addr = start(fake, coordinator_issuer()).await;
-    let o = nunki(args(&["verify", "-c", &addr, "-o", &s(&ws.path("v"))])).await;
+    let o = nunki(args(&[
+        "verify",
+        "-c",
+        &addr,
+        "-o",
+        &s(&ws.path("v")),
+        "--allow-simulated",
+    ]))
+    .await;
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -673,6 +709,7 @@ async fn waits_for_a_late_coordinator_and_gives_up_in_time() {
         "30",
         "-o",
         &s(&ws.path("v")),
+        "--allow-simulated",
     ])));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let listener = TcpListener::bind(&addr).await.unwrap();
