@@ -93,6 +93,10 @@ impl VerifiedPeer {
 }
 
 /// Where a TLS verifier leaves its result for the application.
+///
+/// The verifier records its result when it checks the certificate, which is *before* TLS checks
+/// the peer's CertificateVerify (possession of the key). Trust an `Ok` only after the handshake
+/// completed; after a failed handshake the slot explains the failure but proves nothing.
 #[derive(Debug, Clone, Default)]
 pub struct PeerSlot(Arc<Mutex<Option<Result<VerifiedPeer, AtlsError>>>>);
 
