@@ -274,11 +274,20 @@ fn accept_loop(
                 let Ok(_permit) = handshakes.acquire_owned().await else {
                     return;
                 };
-                let r = resolver.clone();
-                let cert = match tokio::task::spawn_blocking(move || r.certified_for(nonce)).await {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => return api.failed(addr, None, e.to_string()),
-                    Err(e) => return api.failed(addr, None, e.to_string()),
+                // Only evidence may block (hardware issuers); the plain certificate is cached.
+                let cert = match nonce {
+                    Some(_) => {
+                        let r = resolver.clone();
+                        tokio::task::spawn_blocking(move || r.certified_for(nonce))
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|c| c.map_err(|e| e.to_string()))
+                    }
+                    None => resolver.certified_for(None).map_err(|e| e.to_string()),
+                };
+                let cert = match cert {
+                    Ok(c) => c,
+                    Err(e) => return api.failed(addr, None, e),
                 };
                 let (config, info, slot) = match api.config(cert) {
                     Ok(x) => x,
