@@ -1,0 +1,116 @@
+//! `nunki-initializer`: thin wrapper around the library (flags, platform, exit code).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use nunki_atls::{Issuer, SimIssuer, SnpIssuer};
+use nunki_attestation::sim::{SimPlatform, default_sim_dir};
+use nunki_manifest::{HostData, Measurement};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Platform {
+    /// The simulated SEV-SNP platform (no TEE; proves the protocol, not isolation).
+    Simulated,
+    /// AMD SEV-SNP hardware (configfs-tsm).
+    Snp,
+}
+
+/// Obtains this pod's mesh certificate from the Coordinator and writes mesh-ca.pem,
+/// certChain.pem, key.pem and coordinator-root-ca.pem.
+#[derive(Debug, Parser)]
+#[command(name = "nunki-initializer", version, about)]
+struct Args {
+    /// The Coordinator's mesh API: host or host:port (default port 7777).
+    #[arg(long, env = "COORDINATOR_HOST", default_value = "coordinator")]
+    coordinator: String,
+    /// Where to write the files.
+    #[arg(long, default_value = "/tls-config")]
+    out: PathBuf,
+    /// Attestation platform.
+    #[arg(long, value_enum, env = "NUNKI_PLATFORM", default_value = "snp")]
+    platform: Platform,
+    /// Simulated platform only: this pod's HOST_DATA (its policy hash, 64 hex).
+    #[arg(long, env = "NUNKI_SIM_HOST_DATA", value_name = "HEX")]
+    sim_host_data: Option<HostData>,
+    /// Simulated platform only: its directory.
+    #[arg(long, env = "NUNKI_SIM_DIR")]
+    sim_dir: Option<PathBuf>,
+    /// Simulated platform only: a launch measurement other than the platform's default.
+    #[arg(long, env = "NUNKI_SIM_MEASUREMENT", value_name = "HEX")]
+    sim_measurement: Option<Measurement>,
+}
+
+fn issuer(a: &Args) -> Result<Arc<dyn Issuer>> {
+    Ok(match a.platform {
+        Platform::Snp => {
+            let base = std::path::Path::new(nunki_attestation::snp::guest::TSM_REPORT_DIR);
+            if !base.is_dir() {
+                bail!(
+                    "{} does not exist: not an SEV-SNP guest with configfs-tsm",
+                    base.display()
+                );
+            }
+            Arc::new(SnpIssuer::new(base))
+        }
+        Platform::Simulated => {
+            let Some(h) = a.sim_host_data else {
+                bail!(
+                    "--platform simulated needs --sim-host-data (NUNKI_SIM_HOST_DATA): the pod's policy hash"
+                );
+            };
+            let dir = match &a.sim_dir {
+                Some(d) => d.clone(),
+                None => default_sim_dir()?,
+            };
+            let p = Arc::new(
+                SimPlatform::open_or_create(&dir).with_context(|| dir.display().to_string())?,
+            );
+            let mut i = SimIssuer::new(p, h);
+            if let Some(m) = a.sim_measurement {
+                i = i.with_measurement(m);
+            }
+            Arc::new(i)
+        }
+    })
+}
+
+async fn run(a: Args) -> Result<()> {
+    let addr = nunki_initializer::coordinator_addr(&a.coordinator)?;
+    let issuer = issuer(&a)?;
+    let files = nunki_initializer::request(&addr, issuer, None, Duration::from_millis(500)).await?;
+    nunki_initializer::write_files(&a.out, &files)?;
+    tracing::info!(dir = %a.out.display(), "wrote mesh-ca.pem, certChain.pem, key.pem, coordinator-root-ca.pem");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The Initializer binary against an in-process Coordinator on loopback (simulated platform).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nunki_api::userapi::SetManifestRequest;
+use nunki_api::userapi::user_api_client::UserApiClient;
+use nunki_atls::grpc::{Target, connect};
+use nunki_atls::verify::system_clock;
+use nunki_atls::{ClientIdentity, HostDataRule, ReferenceVerifier, ServerVerification, SimIssuer};
+use nunki_attestation::sim::SimPlatform;
+use nunki_coordinator::run::{Options, StoreChoice, start};
+use nunki_manifest::{HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role};
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b)
+        .as_ref()
+        .try_into()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initializer_writes_the_mesh_files() {
+    let work = tempfile::tempdir().unwrap();
+    let sim_dir = work.path().join("sim");
+    let platform = Arc::new(SimPlatform::open_or_create(&sim_dir).unwrap());
+    let coordinator_policy = b"coordinator policy (initializer test)".to_vec();
+    let web_policy = b"web policy (initializer test)".to_vec();
+    let mut policies = BTreeMap::new();
+    policies.insert(
+        PolicyHash(sha256(&coordinator_policy)),
+        PolicyEntry {
+            sans: vec!["coordinator".into()],
+            workload_secret_id: String::new(),
+            role: Role::Coordinator,
+        },
+    );
+    policies.insert(
+        PolicyHash(sha256(&web_policy)),
+        PolicyEntry {
+            sans: vec!["web".into()],
+            workload_secret_id: String::new(),
+            role: Role::None,
+        },
+    );
+    let manifest = Manifest {
+        policies,
+        reference_values: ReferenceValues {
+            snp: vec![],
+            tdx: vec![],
+            simulated: vec![platform.reference_values()],
+        },
+        workload_owner_key_digests: vec![],
+        seedshare_owner_pub_keys: vec![],
+    };
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let coordinator_host = HostData(sha256(&coordinator_policy));
+    let c = start(Options {
+        issuer: Arc::new(SimIssuer::new(platform.clone(), coordinator_host)),
+        store: StoreChoice::Memory,
+        user_api: any,
+        mesh_api: any,
+        metrics: any,
+        clock: system_clock(),
+    })
+    .await
+    .unwrap();
+
+    // The binary retries until a manifest is set: start it first.
+    let out = work.path().join("tls-config");
+    let bin = env!("CARGO_BIN_EXE_nunki-initializer");
+    let child = std::process::Command::new(bin)
+        .env("COORDINATOR_HOST", c.mesh_api.to_string())
+        .env("NUNKI_PLATFORM", "simulated")
+        .env("NUNKI_SIM_DIR", &sim_dir)
+        .env("NUNKI_SIM_HOST_DATA", hex::encode(sha256(&web_policy)))
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let verifier = Arc::new(
+        ReferenceVerifier::new(
+            &[],
+            &[platform.reference_values()],
+            HostDataRule::OneOf(vec![coordinator_host]),
+            system_clock(),
+        )
+        .unwrap(),
+    );
+    let ch = connect(&Target::new(
+        c.user_api.to_string(),
+        ServerVerification::Verify(verifier),
+        ClientIdentity::None,
+    ))
+    .await
+    .unwrap();
+    UserApiClient::new(ch.channel())
+        .set_manifest(SetManifestRequest {
+            manifest: manifest.to_json_bytes(),
+            policies: vec![coordinator_policy, web_policy],
+            previous_transition: vec![],
+        })
+        .await
+        .unwrap();
+
+    let o = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("no mesh certificate yet") && log.contains("attempt"),
+        "one log line per failed attempt:\n{log}"
+    );
+    for f in [
+        "mesh-ca.pem",
+        "certChain.pem",
+        "key.pem",
+        "coordinator-root-ca.pem",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(out.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o400
+    );
+    // The leaf certifies the key the Initializer wrote.
+    let key_pem = std::fs::read_to_string(out.join("key.pem")).unwrap();
+    let (label, der) = der::pem::decode_vec(key_pem.as_bytes()).unwrap();
+    assert_eq!(label, "PRIVATE KEY");
+    let key = nunki_atls::cert::AttestingKey::from_pkcs8(&der).unwrap();
+    let chain = nunki_attestation::snp::certs::pem_or_der_certs(
+        &std::fs::read(out.join("certChain.pem")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(chain.len(), 2);
+    let leaf = nunki_atls::cert::parse_peer(&chain[0].clone().into()).unwrap();
+    assert_eq!(leaf.spki, key.spki_der());
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn unlisted_policy_gives_up_with_the_reason() {
+    let platform = Arc::new(
+        SimPlatform::generate(
+            nunki_manifest::SnpProduct::Genoa,
+            std::time::SystemTime::now(),
+        )
+        .unwrap(),
+    );
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let c = start(Options {
+        issuer: Arc::new(SimIssuer::new(platform.clone(), HostData([1; 32]))),
+        store: StoreChoice::Memory,
+        user_api: any,
+        mesh_api: any,
+        metrics: any,
+        clock: system_clock(),
+    })
+    .await
+    .unwrap();
+    let err = nunki_initializer::request(
+        &c.mesh_api.to_string(),
+        Arc::new(SimIssuer::new(platform, HostData([2; 32]))),
+        Some(2),
+        Duration::from_millis(10),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("gave up after 2 attempts"),
+        "{err}"
+    );
+    c.shutdown().await;
+}
