@@ -15,15 +15,7 @@ use serde_json::Value;
 /// The pod annotation holding the base64 of the Kata agent policy.
 pub const POLICY_ANNOTATION: &str = "io.katacontainers.config.agent.policy";
 
-/// SHA-256 of a document.
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    for (o, b) in out.iter_mut().zip(d.as_ref()) {
-        *o = *b;
-    }
-    out
-}
+pub use nunki_manifest::sha256;
 
 /// The policy hash of a policy document.
 pub fn policy_hash(doc: &[u8]) -> PolicyHash {

@@ -398,14 +398,7 @@ impl History {
     }
 }
 
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    for (o, b) in out.iter_mut().zip(digest.as_ref()) {
-        *o = *b;
-    }
-    out
-}
+use nunki_manifest::sha256;
 
 #[cfg(test)]
 mod tests {

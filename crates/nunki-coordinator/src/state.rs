@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use aws_lc_rs::digest;
 use nunki_atls::verify::Clock;
 use nunki_atls::{HostDataRule, ReferenceVerifier, VerifiedPeer};
 use nunki_ca::Ca;
 use nunki_manifest::{
-    ManifestHash, ParsedManifest, PolicyHash, Sha256Fingerprint, Transition, TransitionHash,
+    ManifestHash, ParsedManifest, PolicyHash, Sha256Fingerprint, Transition, TransitionHash, sha256,
 };
 use zeroize::Zeroizing;
 
@@ -132,13 +131,6 @@ impl std::fmt::Debug for Coordinator {
             .field("status", &self.status())
             .finish_non_exhaustive()
     }
-}
-
-fn sha256(b: &[u8]) -> [u8; 32] {
-    let d = digest::digest(&digest::SHA256, b);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }
 
 impl Coordinator {

@@ -161,7 +161,7 @@ digest_newtype!(
 );
 
 /// SHA-256 of `data`, through aws-lc.
-pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+pub fn sha256(data: &[u8]) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     let mut out = [0u8; 32];
     // A SHA-256 digest is always 32 bytes; zipping avoids a panicking slice copy.

@@ -13,7 +13,7 @@ mod strict;
 
 pub use digest::{
     ChipId, DigestParseError, HostData, IdKeyDigest, ManifestHash, Measurement, PolicyHash,
-    ReportData, Sha256Fingerprint, TransitionHash,
+    ReportData, Sha256Fingerprint, TransitionHash, sha256,
 };
 pub use history::{ChainEntry, Transition, TransitionLengthError, transition_chain};
 pub use manifest::{
