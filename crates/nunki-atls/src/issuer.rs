@@ -112,3 +112,50 @@ impl Issuer for SnpIssuer {
         })
     }
 }
+
+/// Which platform a binary attests with, as chosen by its flags.
+#[derive(Debug, Clone)]
+pub enum PlatformChoice {
+    /// The simulated platform persisted in `dir`, as a guest with this HOST_DATA.
+    Simulated {
+        /// Platform directory.
+        dir: std::path::PathBuf,
+        /// The guest's HOST_DATA (its policy hash).
+        host_data: HostData,
+        /// A launch measurement other than the platform's default.
+        measurement: Option<Measurement>,
+    },
+    /// SEV-SNP hardware through configfs-tsm.
+    Snp,
+}
+
+/// Opens the issuer the Coordinator and the Initializer share.
+pub fn open_issuer(choice: PlatformChoice) -> Result<Arc<dyn Issuer>, IssueError> {
+    match choice {
+        PlatformChoice::Simulated {
+            dir,
+            host_data,
+            measurement,
+        } => {
+            let platform = Arc::new(SimPlatform::open_or_create(&dir).map_err(|e| {
+                IssueError(format!("simulated platform at {}: {e}", dir.display()))
+            })?);
+            tracing::warn!(root = %platform.root_fingerprint(), "SIMULATED platform: attestation proves the protocol, not isolation");
+            let mut i = SimIssuer::new(platform, host_data);
+            if let Some(m) = measurement {
+                i = i.with_measurement(m);
+            }
+            Ok(Arc::new(i))
+        }
+        PlatformChoice::Snp => {
+            let base = std::path::Path::new(nunki_attestation::snp::guest::TSM_REPORT_DIR);
+            if !base.is_dir() {
+                return Err(IssueError(format!(
+                    "{} does not exist; this is not an SEV-SNP guest with configfs-tsm (Linux 6.7+, sev-guest module)",
+                    base.display()
+                )));
+            }
+            Ok(Arc::new(SnpIssuer::new(base)))
+        }
+    }
+}

@@ -20,7 +20,7 @@ pub mod verify;
 
 pub use client::{AttestedClientConfig, ClientIdentity, ServerVerification};
 pub use evidence::EvidenceDoc;
-pub use issuer::{Issuer, SimIssuer, SnpIssuer};
+pub use issuer::{Issuer, PlatformChoice, SimIssuer, SnpIssuer, open_issuer};
 pub use server::{AttestingCertResolver, FixedCert, mutual_server_config, user_server_config};
 pub use verify::{AtlsError, Clock, HostDataRule, PeerSlot, ReferenceVerifier, VerifiedPeer};
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use nunki_atls::{Issuer, SimIssuer};
-use nunki_attestation::sim::{SimPlatform, default_sim_dir};
+use nunki_atls::{Issuer, PlatformChoice, open_issuer};
+use nunki_attestation::sim::default_sim_dir;
 use nunki_coordinator::run::{Options, StoreChoice, start};
 use nunki_manifest::{HostData, Measurement};
 
@@ -58,7 +58,7 @@ struct Args {
 }
 
 fn issuer(args: &Args) -> Result<Arc<dyn Issuer>> {
-    match args.platform {
+    let choice = match args.platform {
         Platform::Simulated => {
             let Some(host_data) = args.sim_host_data else {
                 bail!(
@@ -69,28 +69,15 @@ fn issuer(args: &Args) -> Result<Arc<dyn Issuer>> {
                 Some(d) => d.clone(),
                 None => default_sim_dir()?,
             };
-            let platform = Arc::new(
-                SimPlatform::open_or_create(&dir)
-                    .with_context(|| format!("simulated platform at {}", dir.display()))?,
-            );
-            tracing::warn!(root = %platform.root_fingerprint(), "SIMULATED platform: attestation proves the protocol, not isolation");
-            let mut i = SimIssuer::new(platform, host_data);
-            if let Some(m) = args.sim_measurement {
-                i = i.with_measurement(m);
+            PlatformChoice::Simulated {
+                dir,
+                host_data,
+                measurement: args.sim_measurement,
             }
-            Ok(Arc::new(i))
         }
-        Platform::Snp => {
-            let base = std::path::Path::new(nunki_attestation::snp::guest::TSM_REPORT_DIR);
-            if !base.is_dir() {
-                bail!(
-                    "--platform snp: {} does not exist; this is not an SEV-SNP guest with configfs-tsm (Linux 6.7+, sev-guest module)",
-                    base.display()
-                );
-            }
-            Ok(Arc::new(nunki_atls::SnpIssuer::new(base)))
-        }
-    }
+        Platform::Snp => PlatformChoice::Snp,
+    };
+    open_issuer(choice).context("--platform")
 }
 
 async fn run(args: Args) -> Result<()> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use nunki_atls::{Issuer, SimIssuer, SnpIssuer};
-use nunki_attestation::sim::{SimPlatform, default_sim_dir};
+use nunki_atls::{Issuer, PlatformChoice, open_issuer};
+use nunki_attestation::sim::default_sim_dir;
 use nunki_manifest::{HostData, Measurement};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -45,19 +45,10 @@ struct Args {
 }
 
 fn issuer(a: &Args) -> Result<Arc<dyn Issuer>> {
-    Ok(match a.platform {
-        Platform::Snp => {
-            let base = std::path::Path::new(nunki_attestation::snp::guest::TSM_REPORT_DIR);
-            if !base.is_dir() {
-                bail!(
-                    "{} does not exist: not an SEV-SNP guest with configfs-tsm",
-                    base.display()
-                );
-            }
-            Arc::new(SnpIssuer::new(base))
-        }
+    let choice = match a.platform {
+        Platform::Snp => PlatformChoice::Snp,
         Platform::Simulated => {
-            let Some(h) = a.sim_host_data else {
+            let Some(host_data) = a.sim_host_data else {
                 bail!(
                     "--platform simulated needs --sim-host-data (NUNKI_SIM_HOST_DATA): the pod's policy hash"
                 );
@@ -66,16 +57,14 @@ fn issuer(a: &Args) -> Result<Arc<dyn Issuer>> {
                 Some(d) => d.clone(),
                 None => default_sim_dir()?,
             };
-            let p = Arc::new(
-                SimPlatform::open_or_create(&dir).with_context(|| dir.display().to_string())?,
-            );
-            let mut i = SimIssuer::new(p, h);
-            if let Some(m) = a.sim_measurement {
-                i = i.with_measurement(m);
+            PlatformChoice::Simulated {
+                dir,
+                host_data,
+                measurement: a.sim_measurement,
             }
-            Arc::new(i)
         }
-    })
+    };
+    open_issuer(choice).context("--platform")
 }
 
 async fn run(a: Args) -> Result<()> {
