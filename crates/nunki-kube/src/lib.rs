@@ -1,0 +1,1 @@
+//! Kubernetes YAML: read, rewrite and write the resources `nunki generate` handles.

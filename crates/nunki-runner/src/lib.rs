@@ -1,0 +1,1 @@
+//! The local runner: a labelled simulation of Kubernetes + Kata confidential VMs, for `nunki demo`.
