@@ -5,8 +5,10 @@
 //! fixed-size newtypes so that a wrong length is a parse error, not a runtime surprise.
 
 pub mod digest;
+pub mod draft;
 pub mod history;
 pub mod manifest;
+pub mod placeholder;
 pub mod reference_values;
 pub mod san;
 mod strict;

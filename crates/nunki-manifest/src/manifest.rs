@@ -140,6 +140,20 @@ pub struct ParsedManifest {
 impl ParsedManifest {
     /// Parses and validates a manifest, collecting every problem.
     pub fn parse(bytes: &[u8]) -> Result<ParsedManifest, ManifestErrors> {
+        // Placeholders written by `nunki generate` come first: every one is named at once, and
+        // the typed parse below would only report the first as a bad hex string or number.
+        let placeholders = crate::placeholder::find(bytes);
+        if !placeholders.is_empty() {
+            return Err(ManifestErrors(
+                placeholders
+                    .into_iter()
+                    .map(|(path, what)| ManifestError {
+                        path,
+                        kind: ManifestErrorKind::Placeholder { what },
+                    })
+                    .collect(),
+            ));
+        }
         let raw = deserialize_raw(bytes).map_err(|e| ManifestErrors(vec![e]))?;
         let mut errors = Vec::new();
         let manifest = validate(raw, &mut errors);
@@ -331,6 +345,12 @@ pub enum ManifestErrorKind {
     InvalidSeedshareKey {
         /// What is wrong with it.
         reason: String,
+    },
+    /// A value `nunki generate` could not know and left for the owner to fill in.
+    #[error("placeholder left by `nunki generate`: fill in {what}")]
+    Placeholder {
+        /// What belongs here.
+        what: String,
     },
     /// The same key digest or seed-share key twice.
     #[error("duplicate of entry {first}; remove it")]
