@@ -1,6 +1,8 @@
 //! The Initializer: runs first in every pod, obtains the pod's mesh certificate from the
 //! Coordinator over mutual aTLS with the platform's evidence, and writes it for the workload.
 
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,153 @@
+//! The `nunki-coordinator` command line (flags, wiring, error printing), shared by the
+//! `nunki-coordinator` binary and the `nunki` multi-call entry the demo uses.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::run::{Options, StoreChoice, start};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use nunki_atls::{Issuer, PlatformChoice, open_issuer};
+use nunki_attestation::sim::default_sim_dir;
+use nunki_manifest::{HostData, Measurement};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Platform {
+    /// The simulated SEV-SNP platform (no TEE; proves the protocol, not isolation).
+    Simulated,
+    /// AMD SEV-SNP hardware.
+    Snp,
+}
+
+/// The Nunki Coordinator: attests itself to users, verifies pods and issues their mesh
+/// certificates.
+#[derive(Debug, Parser)]
+#[command(name = "nunki-coordinator", version, about)]
+struct Args {
+    /// Attestation platform.
+    #[arg(long, value_enum, env = "NUNKI_PLATFORM")]
+    platform: Platform,
+    /// Directory for the manifest history.
+    #[arg(
+        long,
+        env = "NUNKI_STATE_DIR",
+        default_value = "/var/lib/nunki-coordinator"
+    )]
+    state_dir: PathBuf,
+    /// User API address (SetManifest, GetManifests).
+    #[arg(long, default_value = "0.0.0.0:1313")]
+    user_api: SocketAddr,
+    /// Mesh API address (NewMeshCert).
+    #[arg(long, default_value = "0.0.0.0:7777")]
+    mesh_api: SocketAddr,
+    /// Probes and metrics: /healthz, /readyz, /metrics.
+    #[arg(long, default_value = "0.0.0.0:9102")]
+    metrics: SocketAddr,
+    /// Simulated platform only: the Coordinator's HOST_DATA, i.e. the policy hash of its own
+    /// pod (64 hex). On real hardware the host sets it when launching the VM.
+    #[arg(long, env = "NUNKI_SIM_HOST_DATA", value_name = "HEX")]
+    sim_host_data: Option<HostData>,
+    /// Simulated platform only: its directory (default: $NUNKI_SIM_DIR, else
+    /// $XDG_DATA_HOME/nunki/sim, else ~/.local/share/nunki/sim).
+    #[arg(long, env = "NUNKI_SIM_DIR")]
+    sim_dir: Option<PathBuf>,
+    /// Simulated platform only: a launch measurement other than the platform's default.
+    #[arg(long, env = "NUNKI_SIM_MEASUREMENT", value_name = "HEX")]
+    sim_measurement: Option<Measurement>,
+}
+
+fn issuer(args: &Args) -> Result<Arc<dyn Issuer>> {
+    let choice = match args.platform {
+        Platform::Simulated => {
+            let Some(host_data) = args.sim_host_data else {
+                bail!(
+                    "--platform simulated needs --sim-host-data (or NUNKI_SIM_HOST_DATA): the Coordinator's policy hash from the manifest's coordinator entry"
+                );
+            };
+            let dir = match &args.sim_dir {
+                Some(d) => d.clone(),
+                None => default_sim_dir()?,
+            };
+            PlatformChoice::Simulated {
+                dir,
+                host_data,
+                measurement: args.sim_measurement,
+            }
+        }
+        Platform::Snp => PlatformChoice::Snp,
+    };
+    open_issuer(choice).context("--platform")
+}
+
+async fn run(args: Args) -> Result<()> {
+    let issuer = issuer(&args)?;
+    let running = start(Options {
+        issuer,
+        store: StoreChoice::Dir(args.state_dir.clone()),
+        user_api: args.user_api,
+        mesh_api: args.mesh_api,
+        metrics: args.metrics,
+        clock: nunki_atls::verify::system_clock(),
+    })
+    .await
+    .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "nunki-coordinator: user API {}, mesh API {}, metrics {}",
+        running.user_api, running.mesh_api, running.metrics
+    );
+    tokio::select! {
+        r = running_wait(running) => r,
+        _ = tokio::signal::ctrl_c() => { eprintln!("nunki-coordinator: shutting down"); Ok(()) }
+    }
+}
+
+async fn running_wait(r: crate::run::Running) -> Result<()> {
+    r.wait().await.map_err(anyhow::Error::msg)
+}
+
+/// Runs the command with `args` (the first item is the program name) and returns its exit code.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    // A host process (the `nunki` multi-call entry) may have installed a subscriber already.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let args = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

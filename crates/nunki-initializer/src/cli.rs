@@ -1,0 +1,123 @@
+//! The `nunki-initializer` command line (flags, platform, exit code), shared by the
+//! `nunki-initializer` binary and the `nunki` multi-call entry the demo uses.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use nunki_atls::{Issuer, PlatformChoice, open_issuer};
+use nunki_attestation::sim::default_sim_dir;
+use nunki_manifest::{HostData, Measurement};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Platform {
+    /// The simulated SEV-SNP platform (no TEE; proves the protocol, not isolation).
+    Simulated,
+    /// AMD SEV-SNP hardware (configfs-tsm).
+    Snp,
+}
+
+/// Obtains this pod's mesh certificate from the Coordinator and writes mesh-ca.pem,
+/// certChain.pem, key.pem and coordinator-root-ca.pem.
+#[derive(Debug, Parser)]
+#[command(name = "nunki-initializer", version, about)]
+struct Args {
+    /// The Coordinator's mesh API: host or host:port (default port 7777).
+    #[arg(long, env = "COORDINATOR_HOST", default_value = "coordinator")]
+    coordinator: String,
+    /// Where to write the files.
+    #[arg(long, default_value = "/tls-config")]
+    out: PathBuf,
+    /// Attestation platform.
+    #[arg(long, value_enum, env = "NUNKI_PLATFORM", default_value = "snp")]
+    platform: Platform,
+    /// Simulated platform only: this pod's HOST_DATA (its policy hash, 64 hex).
+    #[arg(long, env = "NUNKI_SIM_HOST_DATA", value_name = "HEX")]
+    sim_host_data: Option<HostData>,
+    /// Simulated platform only: its directory.
+    #[arg(long, env = "NUNKI_SIM_DIR")]
+    sim_dir: Option<PathBuf>,
+    /// Simulated platform only: a launch measurement other than the platform's default.
+    #[arg(long, env = "NUNKI_SIM_MEASUREMENT", value_name = "HEX")]
+    sim_measurement: Option<Measurement>,
+}
+
+fn issuer(a: &Args) -> Result<Arc<dyn Issuer>> {
+    let choice = match a.platform {
+        Platform::Snp => PlatformChoice::Snp,
+        Platform::Simulated => {
+            let Some(host_data) = a.sim_host_data else {
+                bail!(
+                    "--platform simulated needs --sim-host-data (NUNKI_SIM_HOST_DATA): the pod's policy hash"
+                );
+            };
+            let dir = match &a.sim_dir {
+                Some(d) => d.clone(),
+                None => default_sim_dir()?,
+            };
+            PlatformChoice::Simulated {
+                dir,
+                host_data,
+                measurement: a.sim_measurement,
+            }
+        }
+    };
+    open_issuer(choice).context("--platform")
+}
+
+async fn run(a: Args) -> Result<()> {
+    let addr = crate::coordinator_addr(&a.coordinator)?;
+    let issuer = issuer(&a)?;
+    let files = crate::request(&addr, issuer, None, Duration::from_millis(500)).await?;
+    crate::write_files(&a.out, &files)?;
+    tracing::info!(dir = %a.out.display(), "wrote mesh-ca.pem, certChain.pem, key.pem, coordinator-root-ca.pem");
+    Ok(())
+}
+
+/// Runs the command with `args` (the first item is the program name) and returns its exit code.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    // A host process (the `nunki` multi-call entry) may have installed a subscriber already.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let args = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
