@@ -1,6 +1,7 @@
 //! `nunki`: the command-line tool of Nunki.
 
 mod coordinator_client;
+mod demo;
 mod failure;
 mod files;
 mod policies;
@@ -46,7 +47,31 @@ enum Command {
     Verify(verify::VerifyArgs),
 }
 
+/// Entry points of the processes the demo's local runner starts. They are the Coordinator's and
+/// Initializer's own command lines, run from this executable so that `cargo run -- demo` needs
+/// nothing else built.
+fn multi_call(args: &[std::ffi::OsString]) -> Option<ExitCode> {
+    let which = args.get(1)?.to_str()?;
+    let rest = args.get(2..).unwrap_or_default();
+    let named =
+        |name: &str| std::iter::once(std::ffi::OsString::from(name)).chain(rest.iter().cloned());
+    match which {
+        "run-coordinator" => Some(nunki_coordinator::cli::main_with_args(named(
+            "nunki-coordinator",
+        ))),
+        "run-initializer" => Some(nunki_initializer::cli::main_with_args(named(
+            "nunki-initializer",
+        ))),
+        "run-demo-service" => Some(demo::service_main(named("nunki-demo-service"))),
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = multi_call(&argv) {
+        return code;
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
