@@ -38,13 +38,13 @@ struct Args {
     )]
     state_dir: PathBuf,
     /// User API address (SetManifest, GetManifests).
-    #[arg(long, default_value = "0.0.0.0:1313")]
+    #[arg(long, env = "NUNKI_USER_API", default_value = "0.0.0.0:1313")]
     user_api: SocketAddr,
     /// Mesh API address (NewMeshCert).
-    #[arg(long, default_value = "0.0.0.0:7777")]
+    #[arg(long, env = "NUNKI_MESH_API", default_value = "0.0.0.0:7777")]
     mesh_api: SocketAddr,
     /// Probes and metrics: /healthz, /readyz, /metrics.
-    #[arg(long, default_value = "0.0.0.0:9102")]
+    #[arg(long, env = "NUNKI_METRICS", default_value = "0.0.0.0:9102")]
     metrics: SocketAddr,
     /// Simulated platform only: the Coordinator's HOST_DATA, i.e. the policy hash of its own
     /// pod (64 hex). On real hardware the host sets it when launching the VM.

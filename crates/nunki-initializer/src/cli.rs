@@ -30,7 +30,7 @@ struct Args {
     #[arg(long, env = "COORDINATOR_HOST", default_value = "coordinator")]
     coordinator: String,
     /// Where to write the files.
-    #[arg(long, default_value = "/tls-config")]
+    #[arg(long, env = "NUNKI_TLS_DIR", default_value = "/tls-config")]
     out: PathBuf,
     /// Attestation platform.
     #[arg(long, value_enum, env = "NUNKI_PLATFORM", default_value = "snp")]

@@ -37,6 +37,10 @@ pub struct ServiceArgs {
     /// Directory the Initializer wrote to.
     #[arg(long, env = "NUNKI_TLS_DIR", default_value = "/tls-config")]
     pub tls_dir: PathBuf,
+    /// Listen on this IP instead of the one in --listen (set by the local runner, which keeps
+    /// the demo on loopback).
+    #[arg(long, env = "NUNKI_DEMO_BIND_IP")]
+    pub bind_ip: Option<std::net::IpAddr>,
     /// NAME=IP pairs standing in for cluster DNS (set by the local runner).
     #[arg(long, env = "NUNKI_DEMO_HOSTS", value_delimiter = ',')]
     pub hosts: Vec<String>,
@@ -111,10 +115,14 @@ pub async fn run(a: ServiceArgs) -> Result<()> {
         connector: TlsConnector::from(Arc::new(client)),
     });
     let acceptor = TlsAcceptor::from(Arc::new(server));
-    let listener = TcpListener::bind(a.listen)
+    let listen = match a.bind_ip {
+        Some(ip) => SocketAddr::new(ip, a.listen.port()),
+        None => a.listen,
+    };
+    let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", a.listen))?;
-    eprintln!("demo service {} listening on {}", a.name, a.listen);
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!("demo service {} listening on {listen}", a.name);
     loop {
         let (tcp, peer) = listener.accept().await.context("accept")?;
         let acceptor = acceptor.clone();
