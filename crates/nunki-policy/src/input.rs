@@ -64,6 +64,8 @@ pub struct PodInput {
     pub namespace: Option<String>,
     /// The pod template's annotations, without the policy annotations themselves.
     pub annotations: BTreeMap<String, String>,
+    /// The pod template's labels (read by `env[].valueFrom.fieldRef: metadata.labels['…']`).
+    pub labels: BTreeMap<String, String>,
     /// The pod spec (after Nunki's rewrites: Initializer, volume, runtime class).
     pub spec: PodSpec,
 }
