@@ -4,6 +4,7 @@ mod coordinator_client;
 mod demo;
 mod failure;
 mod files;
+mod images;
 mod policies;
 mod report;
 mod set;
