@@ -1,1 +1,3 @@
 //! The local runner: a labelled simulation of Kubernetes + Kata confidential VMs, for `nunki demo`.
+
+pub mod processes;
