@@ -1,1 +1,65 @@
-//! Kubernetes YAML: read, rewrite and write the resources `nunki generate` handles.
+//! Kubernetes YAML for `nunki generate`: read resources, rewrite their pod templates for Nunki,
+//! hand each workload to the policy generator, and write the result.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), nunki_kube::KubeError> {
+//! use nunki_kube::{Resources, RewriteOptions, INITDATA_ANNOTATION};
+//!
+//! let mut resources = Resources::read(&["resources/".into()])?;
+//! for w in resources.warnings() {
+//!     eprintln!("warning: {w}");
+//! }
+//! resources.rewrite(&RewriteOptions::new("ghcr.io/nunki/initializer:v1"))?;
+//! for workload in resources.workloads() {
+//!     let input = workload.pod_input(); // -> the policy generator
+//!     # let initdata = String::new();
+//!     resources.set_policy_annotation(&workload, INITDATA_ANNOTATION, initdata)?;
+//! }
+//! resources.write_in_place()?;
+//! # Ok(()) }
+//! ```
+//!
+//! Documents are kept as an order-preserving tree ([`Node`]), so kinds and fields Nunki does
+//! not know pass through with their content and order unchanged. Pod specs are additionally
+//! read into `k8s_openapi`'s typed `PodSpec`; a field that typed struct would drop is an error
+//! where it could change what a container runs and a warning elsewhere.
+
+mod error;
+mod kinds;
+mod node;
+mod read;
+mod resources;
+mod rewrite;
+mod typed;
+mod workload;
+mod write;
+
+pub use error::{Diagnostic, Diagnostics, KubeError};
+pub use node::{Mapping, Node};
+pub use read::{MAX_DEPTH, MAX_FILE_BYTES};
+pub use resources::Resources;
+pub use rewrite::{
+    COORDINATOR_HOST_ENV, DEFAULT_COORDINATOR_HOST, DEFAULT_RUNTIME_CLASS, INITIALIZER_NAME,
+    RewriteOptions, TLS_MOUNT_PATH, TLS_VOLUME,
+};
+pub use workload::WorkloadRef;
+
+/// Parses a YAML stream the way [`Resources::read`] does (same limits and YAML 1.1 scalars),
+/// skipping empty documents. `path` only names the source in errors.
+pub fn parse_documents(path: &std::path::Path, text: &str) -> Result<Vec<Node>, KubeError> {
+    read::parse_documents(path, text)
+}
+
+/// Emits documents the way [`Resources::to_combined_yaml`] does, separated by `---`.
+pub fn to_yaml(docs: &[Node]) -> Result<String, KubeError> {
+    write::emit_stream(std::path::Path::new("<memory>"), docs)
+}
+
+/// Initdata annotation (default policy delivery): base64(gzip(initdata TOML)).
+pub const INITDATA_ANNOTATION: &str = "io.katacontainers.config.hypervisor.cc_init_data";
+/// Seed-era policy annotation: base64(policy text).
+pub const POLICY_ANNOTATION: &str = "io.katacontainers.config.agent.policy";
+/// Pod template annotation that marks the Coordinator.
+pub const POD_ROLE_ANNOTATION: &str = "nunki.edgeless.systems/pod-role";
+/// Value of [`POD_ROLE_ANNOTATION`] for the Coordinator.
+pub const COORDINATOR_ROLE: &str = "coordinator";
