@@ -29,9 +29,10 @@ use std::collections::BTreeMap;
 
 use nunki_policy::PodInput;
 
-pub use engine::{Decision, PolicyEvaluator, RegoEngine};
+pub use engine::{Decision, PolicyEvaluator};
 pub use error::AgentError;
 pub use images::{ImageConfig, ImageConfigs};
+pub use nunki_policy::AgentPolicy;
 pub use requests::{
     ImageNameStyle, SANDBOX_CONTAINER, SandboxContext, build_container_requests,
     build_sandbox_request,
@@ -67,18 +68,20 @@ struct Running {
 
 /// A Kata agent that only checks requests against its policy.
 #[derive(Debug)]
-pub struct SimulatedAgent<E: PolicyEvaluator = RegoEngine> {
+pub struct SimulatedAgent<E: PolicyEvaluator = AgentPolicy> {
     engine: E,
     running: BTreeMap<String, Running>,
     seed: u64,
     execs: u64,
 }
 
-impl SimulatedAgent<RegoEngine> {
+impl SimulatedAgent<AgentPolicy> {
     /// An agent enforcing `policy_text` (the Rego policy from the pod's initdata or policy
     /// annotation).
     pub fn new(policy_text: &str) -> Result<Self, AgentError> {
-        Ok(Self::with_evaluator(RegoEngine::new(policy_text)?))
+        let policy = AgentPolicy::new(policy_text)
+            .map_err(|e| AgentError::Policy(format!("cannot load the policy: {e}")))?;
+        Ok(Self::with_evaluator(policy))
     }
 }
 
