@@ -1,11 +1,14 @@
 //! `nunki`: the command-line tool of Nunki.
 
+mod builtin_images;
 mod coordinator_client;
 mod demo;
 mod failure;
 mod files;
+mod generate;
 mod images;
 mod policies;
+mod policy_text;
 mod report;
 mod set;
 mod sim;
@@ -46,6 +49,11 @@ enum Command {
     /// Exit status: 0 verified, 1 a check failed (attestation, history, manifest mismatch) or the
     /// Coordinator was not reachable in time, 2 a usage or input error.
     Verify(verify::VerifyArgs),
+    /// Rewrite Kubernetes resources for Nunki (Initializer, runtime class), generate a Kata
+    /// agent policy per pod template and create or update the manifest.
+    ///
+    /// Exit status: 0 generated, 2 an input error (YAML, missing image info, ...).
+    Generate(Box<generate::GenerateArgs>),
 }
 
 /// Entry points of the processes the demo's local runner starts. They are the Coordinator's and
@@ -87,6 +95,7 @@ fn main() -> ExitCode {
         Command::Sim(cmd) => sim::run(cmd),
         Command::Set(args) => set::run(*args),
         Command::Verify(args) => verify::run(args),
+        Command::Generate(args) => generate::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -1,8 +1,9 @@
 //! Policy documents for `nunki set`: found by hash in a directory, or in the Kata policy
 //! annotation of Kubernetes resources (pods, pod templates of Deployments, Jobs, CronJobs, …).
 //!
-//! A policy hash is the SHA-256 of the policy document; the annotation
-//! `io.katacontainers.config.agent.policy` carries the document in base64.
+//! A policy hash is the SHA-256 of the policy document: the initdata TOML carried (gzipped,
+//! base64) by `io.katacontainers.config.hypervisor.cc_init_data`, or the policy text carried
+//! in base64 by the seed-era `io.katacontainers.config.agent.policy`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,8 +13,10 @@ use base64::Engine as _;
 use nunki_manifest::{ParsedManifest, PolicyHash};
 use serde_json::Value;
 
-/// The pod annotation holding the base64 of the Kata agent policy.
+/// The seed-era pod annotation holding the base64 of the Kata agent policy.
 pub const POLICY_ANNOTATION: &str = "io.katacontainers.config.agent.policy";
+/// The initdata annotation: base64(gzip(initdata TOML)); the document is the TOML.
+pub const INITDATA_ANNOTATION: &str = "io.katacontainers.config.hypervisor.cc_init_data";
 
 pub use nunki_manifest::sha256;
 
@@ -129,7 +132,7 @@ impl PolicyDocs {
         if !missing.is_empty() {
             bail!(
                 "no policy document for {} of the manifest's {} policies:\n{}\n\
-                 pass the Kubernetes resources carrying the {POLICY_ANNOTATION} annotation, or \
+                 pass the Kubernetes resources `nunki generate` annotated, or \
                  --policies DIR with the policy documents (any file name; matched by SHA-256)",
                 missing.len(),
                 manifest.manifest().policies.len(),
@@ -178,15 +181,21 @@ pub fn policies_in_yaml(bytes: &[u8], file: &str) -> Result<Vec<(String, Vec<u8>
         let label = format!("{file}: document {}{}", i + 1, describe(doc));
         let mut hits = Vec::new();
         walk(doc, "$".to_string(), &mut hits);
-        for (path, value) in hits {
-            let at = format!("{label} at {path}.metadata.annotations[\"{POLICY_ANNOTATION}\"]");
+        for (path, key, value) in hits {
+            let at = format!("{label} at {path}.metadata.annotations[\"{key}\"]");
             let text = value
                 .as_str()
                 .ok_or_else(|| anyhow!("{at}: must be a string (the base64 of the policy)"))?;
             let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-            let doc = base64::engine::general_purpose::STANDARD
-                .decode(compact.as_bytes())
-                .map_err(|e| anyhow!("{at}: not valid base64: {e}"))?;
+            let doc = if key == INITDATA_ANNOTATION {
+                nunki_policy::PolicyDocument::decode_initdata(&compact)
+                    .map_err(|e| anyhow!("{at}: {e}"))?
+                    .document_bytes
+            } else {
+                base64::engine::general_purpose::STANDARD
+                    .decode(compact.as_bytes())
+                    .map_err(|e| anyhow!("{at}: not valid base64: {e}"))?
+            };
             out.push((format!("{label} at {path}"), doc));
         }
     }
@@ -208,16 +217,20 @@ fn describe(doc: &Value) -> String {
     }
 }
 
-fn walk<'a>(v: &'a Value, path: String, hits: &mut Vec<(String, &'a Value)>) {
+type Hit<'a> = (String, &'static str, &'a Value);
+
+fn walk<'a>(v: &'a Value, path: String, hits: &mut Vec<Hit<'a>>) {
     match v {
         Value::Object(map) => {
-            if let Some(policy) = map
+            let annotations = map
                 .get("metadata")
                 .and_then(|m| m.get("annotations"))
-                .and_then(Value::as_object)
-                .and_then(|a| a.get(POLICY_ANNOTATION))
-            {
-                hits.push((path.clone(), policy));
+                .and_then(Value::as_object);
+            // initdata first: a pod carrying both is judged by the runtime on initdata.
+            if let Some(policy) = annotations.and_then(|a| a.get(INITDATA_ANNOTATION)) {
+                hits.push((path.clone(), INITDATA_ANNOTATION, policy));
+            } else if let Some(policy) = annotations.and_then(|a| a.get(POLICY_ANNOTATION)) {
+                hits.push((path.clone(), POLICY_ANNOTATION, policy));
             }
             for (k, child) in map {
                 if k == "metadata" {

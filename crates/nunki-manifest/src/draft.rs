@@ -88,10 +88,21 @@ pub enum DraftError {
     },
 }
 
+/// A policy entry in the schema's key order.
+#[derive(Serialize)]
+struct OutEntry {
+    #[serde(rename = "SANs")]
+    sans: Value,
+    #[serde(rename = "WorkloadSecretID")]
+    workload_secret_id: Value,
+    #[serde(rename = "Role")]
+    role: &'static str,
+}
+
 #[derive(Serialize)]
 struct Out<'a> {
     #[serde(rename = "Policies")]
-    policies: &'a BTreeMap<String, Value>,
+    policies: &'a BTreeMap<String, OutEntry>,
     #[serde(rename = "ReferenceValues")]
     reference_values: &'a Value,
     #[serde(rename = "WorkloadOwnerKeyDigests")]
@@ -171,7 +182,7 @@ pub fn update(
     };
 
     let mut report = DraftReport::default();
-    let mut policies: BTreeMap<String, Value> = BTreeMap::new();
+    let mut policies: BTreeMap<String, OutEntry> = BTreeMap::new();
     let mut sources: BTreeMap<String, &str> = BTreeMap::new();
     let mut used_old: Vec<String> = Vec::new();
     for w in workloads {
@@ -223,7 +234,11 @@ pub fn update(
         };
         policies.insert(
             key,
-            serde_json::json!({"SANs": sans, "WorkloadSecretID": secret_id, "Role": w.role.as_str()}),
+            OutEntry {
+                sans,
+                workload_secret_id: secret_id,
+                role: w.role.as_str(),
+            },
         );
     }
     for (k, e) in &old_policies {

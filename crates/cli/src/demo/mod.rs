@@ -1,6 +1,7 @@
 //! `nunki demo`: the whole workflow on one machine, with the simulated platform standing in for
 //! AMD hardware and a local runner standing in for Kubernetes + Kata.
 
+pub mod resources;
 pub mod service;
 
 use std::ffi::OsString;
