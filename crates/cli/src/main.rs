@@ -54,6 +54,11 @@ enum Command {
     ///
     /// Exit status: 0 generated, 2 an input error (YAML, missing image info, ...).
     Generate(Box<generate::GenerateArgs>),
+    /// Run the whole workflow on this machine: the simulated platform stands in for AMD
+    /// hardware and a local runner for Kubernetes + Kata. Shows two attacks being refused.
+    ///
+    /// Exit status: 0 every step behaved as expected, 1 a step did not, 2 a usage error.
+    Demo(demo::DemoArgs),
 }
 
 /// Entry points of the processes the demo's local runner starts. They are the Coordinator's and
@@ -96,6 +101,7 @@ fn main() -> ExitCode {
         Command::Set(args) => set::run(*args),
         Command::Verify(args) => verify::run(args),
         Command::Generate(args) => generate::run(*args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

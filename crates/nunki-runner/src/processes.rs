@@ -201,6 +201,7 @@ impl Processes {
             .envs(&c.env)
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .env("NUNKI_PLATFORM", "simulated")
             .env("NUNKI_SIM_HOST_DATA", host_data)
             .env("NUNKI_SIM_DIR", &self.sim_dir)
@@ -259,7 +260,24 @@ impl Processes {
         mut tick: impl FnMut(),
     ) -> Result<(), ProcessError> {
         let started = Instant::now();
-        let proc = self.start(pod, host_data, c)?;
+        self.start(pod, host_data, c)?;
+        let result = self.wait_last(pod, c, started, timeout, &mut tick);
+        // A finished init container is not part of the running pod.
+        self.running.pop();
+        result
+    }
+
+    fn wait_last(
+        &mut self,
+        pod: &str,
+        c: &ContainerRun,
+        started: Instant,
+        timeout: Duration,
+        tick: &mut impl FnMut(),
+    ) -> Result<(), ProcessError> {
+        let Some(proc) = self.running.last_mut() else {
+            return Ok(());
+        };
         loop {
             if let Some(status) = proc.try_wait() {
                 let (log, container) = (proc.log.clone(), proc.container.clone());

@@ -2,7 +2,10 @@
 //! AMD hardware and a local runner standing in for Kubernetes + Kata.
 
 pub mod resources;
+mod run;
 pub mod service;
+
+pub use run::{DemoArgs, run};
 
 use std::ffi::OsString;
 use std::process::ExitCode;
