@@ -327,7 +327,7 @@ fn verify(a: &VerifyArgs) -> Outcome<()> {
     }
     println!(
         "  wrote          {}/ (coordinator-root.pem, mesh-root.pem, history.json, manifests/, policies/)",
-        a.output.display()
+        a.output.display().to_string().trim_end_matches('/')
     );
     if local.is_none() {
         eprintln!(
