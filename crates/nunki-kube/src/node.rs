@@ -66,6 +66,19 @@ impl Mapping {
         }
     }
 
+    /// Sets `key` to `value`: in place if the key exists, else inserted at `index` (clamped to
+    /// the end).
+    pub fn insert_at(&mut self, index: usize, key: impl Into<String>, value: Node) {
+        let key = key.into();
+        match self.get_mut(&key) {
+            Some(slot) => *slot = value,
+            None => {
+                let index = index.min(self.entries.len());
+                self.entries.insert(index, (key, value));
+            }
+        }
+    }
+
     /// Removes `key` and returns its value.
     pub fn remove(&mut self, key: &str) -> Option<Node> {
         let pos = self.entries.iter().position(|(k, _)| k == key)?;

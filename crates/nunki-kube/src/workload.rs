@@ -185,6 +185,10 @@ impl Resources {
         let Some(template) = template else {
             return Err(KubeError::UnknownWorkload(workload.describe()));
         };
+        // A template without metadata gets it first, where people write it.
+        if matches!(template.get("metadata"), None | Some(Node::Null)) {
+            template.insert_at(0, "metadata", Node::Map(Mapping::new()));
+        }
         let annotations = child_map(template, "metadata")
             .and_then(|meta| child_map(meta, "annotations"))
             .ok_or_else(|| KubeError::UnknownWorkload(workload.describe()))?;
