@@ -5,9 +5,6 @@
 //! final `/etc/passwd` and `/etc/group` across its layers (later layers win; a whiteout removes
 //! the file), which `generate` needs to resolve user and group names.
 
-// Wired into the `images pull` command together with `generate`.
-#![allow(dead_code)]
-
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -18,6 +15,79 @@ use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde_json::Value;
+
+/// `nunki images ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum ImagesCmd {
+    /// Fetch the configs (and /etc/passwd, /etc/group) of every image the resources use into
+    /// the image-info file, so that `generate` runs offline. Credentials come from
+    /// ~/.docker/config.json ($DOCKER_CONFIG).
+    Pull(PullArgs),
+}
+
+/// Flags of `nunki images pull`.
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// The image-info file to fill (created if absent, other entries kept).
+    #[arg(
+        long = "image-info",
+        value_name = "FILE",
+        default_value = "images.json"
+    )]
+    pub image_info: PathBuf,
+    /// Registry reached over plain HTTP (repeatable), e.g. localhost:5000.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    /// Pull images again even if the file has them (images pinned by digest are skipped
+    /// otherwise; tags are always pulled again, since they may have moved).
+    #[arg(long)]
+    pub force: bool,
+    /// Kubernetes YAML files or directories.
+    #[arg(value_name = "PATHS", required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Runs `nunki images ...`.
+pub fn run(cmd: ImagesCmd) -> Result<std::process::ExitCode> {
+    let ImagesCmd::Pull(a) = cmd;
+    let resources = nunki_kube::Resources::read(&a.paths).map_err(anyhow::Error::msg)?;
+    let existing = std::fs::read_to_string(&a.image_info)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    let mut wanted = BTreeSet::new();
+    for w in resources.workloads() {
+        let spec = w.pod_input().spec;
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+        {
+            let Some(image) = c.image.clone() else {
+                continue;
+            };
+            if crate::builtin_images::is_builtin(&image, &nunki_policy::ImageInfo::new()) {
+                continue;
+            }
+            let have = existing
+                .as_ref()
+                .and_then(|e| e.get("images"))
+                .and_then(|i| i.get(&image))
+                .is_some();
+            if have && !a.force && nunki_policy::reference_has_digest(&image) {
+                continue;
+            }
+            wanted.insert(image);
+        }
+    }
+    if wanted.is_empty() {
+        println!("{}: nothing to pull", a.image_info.display());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let n = pull_all(&wanted, &a.image_info, a.insecure_registry.clone())?;
+    println!("wrote {} ({n} images)", a.image_info.display());
+    Ok(std::process::ExitCode::SUCCESS)
+}
 
 /// Largest layer `images pull` reads (compressed), so a hostile registry cannot fill the disk.
 const MAX_LAYER: u64 = 4 << 30;

@@ -8,6 +8,7 @@ mod files;
 mod generate;
 mod images;
 mod policies;
+mod policy_cmd;
 mod policy_text;
 mod report;
 mod set;
@@ -59,6 +60,12 @@ enum Command {
     ///
     /// Exit status: 0 every step behaved as expected, 1 a step did not, 2 a usage error.
     Demo(demo::DemoArgs),
+    /// Kata agent policies: evaluate agent requests the way the agent does.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCmd),
+    /// Image information for `generate`.
+    #[command(subcommand)]
+    Images(images::ImagesCmd),
 }
 
 /// Entry points of the processes the demo's local runner starts. They are the Coordinator's and
@@ -102,6 +109,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Generate(args) => generate::run(*args),
         Command::Demo(args) => demo::run(args),
+        Command::Policy(cmd) => policy_cmd::run(cmd),
+        Command::Images(cmd) => images::run(cmd),
     };
     match result {
         Ok(code) => code,
