@@ -807,6 +807,12 @@ pub(crate) fn container_spec(
         "io.kubernetes.cri.container-type".into(),
         "container".into(),
     );
+    // The Kata handler passes CDI device annotations on (`container_annotations`).
+    for (k, v) in &c.annotations {
+        if k.starts_with("cdi.k8s.io/") {
+            annotations.insert(k.clone(), v.clone());
+        }
+    }
     spec.annotations = annotations;
 
     // platformSpecOpts: the user, then the groups from the image's /etc/group and the pod's

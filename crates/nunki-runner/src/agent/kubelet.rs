@@ -137,6 +137,8 @@ pub(crate) struct CriContainer {
     pub tty: bool,
     pub security: CriSecurity,
     pub resources: CriResources,
+    /// Annotations from device plugins (CDI device requests).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Pod QoS class.
@@ -186,10 +188,11 @@ pub(crate) struct AdmittedPod {
     pub volumes: Vec<Volume>,
 }
 
-/// Applies the API server's defaulting and admission that change what runs: the
+/// Applies the API server's validation, defaulting and admission that change what runs: the
 /// ServiceAccount token volume and `terminationMessagePath`.
-pub(crate) fn admit(pod: &PodInput, ctx: &SandboxContext) -> AdmittedPod {
+pub(crate) fn admit(pod: &PodInput, ctx: &SandboxContext) -> Result<AdmittedPod, AgentError> {
     let spec = &pod.spec;
+    validate(spec)?;
     let mut volumes = spec.volumes.clone().unwrap_or_default();
     let mut init_containers = spec.init_containers.clone().unwrap_or_default();
     let mut containers = spec.containers.clone();
@@ -231,11 +234,70 @@ pub(crate) fn admit(pod: &PodInput, ctx: &SandboxContext) -> AdmittedPod {
             ..Default::default()
         });
     }
-    AdmittedPod {
+    Ok(AdmittedPod {
         init_containers,
         containers,
         volumes,
+    })
+}
+
+/// The API server's validation rules that the simulation would otherwise let through.
+fn validate(spec: &k8s_openapi::api::core::v1::PodSpec) -> Result<(), AgentError> {
+    let all = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter());
+    for c in all {
+        let privileged = c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.privileged)
+            .unwrap_or(false);
+        for m in c.volume_mounts.iter().flatten() {
+            if m.mount_propagation.as_deref() == Some("Bidirectional") && !privileged {
+                return Err(AgentError::InvalidPod(format!(
+                    "container {:?} volumeMount {:?}: Bidirectional mount propagation is \
+                     available only to privileged containers (the API server refuses the pod)",
+                    c.name, m.mount_path
+                )));
+            }
+        }
     }
+    Ok(())
+}
+
+/// The resource names of passthrough GPUs that the NVIDIA sandbox device plugin hands out.
+const GPU_RESOURCES: [&str; 1] = ["nvidia.com/pgpu"];
+
+/// Device-plugin annotations of a container: for each passthrough GPU it was allocated, the CDI
+/// annotation `cdi.k8s.io/vfio<IOMMU group>: nvidia.com/gpu=<index>` (cold-plugged into the
+/// VM). `next_gpu` numbers the node's GPUs across the pod's containers.
+fn device_annotations(
+    c: &Container,
+    next_gpu: &mut u64,
+) -> Result<BTreeMap<String, String>, AgentError> {
+    let mut out = BTreeMap::new();
+    let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+    for name in GPU_RESOURCES {
+        let Some(q) = limits.and_then(|l| l.get(name)) else {
+            continue;
+        };
+        let count = q.0.trim().parse::<u64>().map_err(|_| {
+            AgentError::InvalidPod(format!(
+                "container {:?}: {name} must be a whole number, got {:?}",
+                c.name, q.0
+            ))
+        })?;
+        for _ in 0..count {
+            out.insert(
+                format!("cdi.k8s.io/vfio{}", *next_gpu + 1),
+                format!("nvidia.com/gpu={next_gpu}"),
+            );
+            *next_gpu += 1;
+        }
+    }
+    Ok(out)
 }
 
 fn resources_of(c: &Container) -> (Option<f64>, Option<f64>, Option<f64>, Option<f64>) {
@@ -939,6 +1001,7 @@ pub(crate) fn containers(
     }
     groups.extend(psc.supplemental_groups.iter().flatten());
     let qos = qos(admitted);
+    let mut next_gpu = 0;
     let mut out = Vec::new();
     for c in admitted
         .init_containers
@@ -967,6 +1030,7 @@ pub(crate) fn containers(
             tty: c.tty.unwrap_or(false),
             security: security(pod, c, &image, &groups)?,
             resources: container_resources(c, qos, ctx),
+            annotations: device_annotations(c, &mut next_gpu)?,
         });
     }
     Ok(out)

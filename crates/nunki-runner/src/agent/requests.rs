@@ -63,7 +63,7 @@ pub(crate) fn build_pod(
     images: &ImageConfigs,
     ctx: &SandboxContext,
 ) -> Result<BuiltPod, AgentError> {
-    let admitted = kubelet::admit(pod, ctx);
+    let admitted = kubelet::admit(pod, ctx)?;
     let sandbox = kubelet::sandbox(pod, &admitted, ctx);
     let fs_group = pod.spec.security_context.as_ref().and_then(|s| s.fs_group);
     let pause = containerd::sandbox_spec(&sandbox, ctx)?;
@@ -103,10 +103,10 @@ pub(crate) fn build_pod(
 }
 
 /// The `CreateSandboxRequest` the Kata runtime sends for `pod`.
-pub fn build_sandbox_request(pod: &PodInput, ctx: &SandboxContext) -> Value {
-    let admitted = kubelet::admit(pod, ctx);
+pub fn build_sandbox_request(pod: &PodInput, ctx: &SandboxContext) -> Result<Value, AgentError> {
+    let admitted = kubelet::admit(pod, ctx)?;
     let sandbox = kubelet::sandbox(pod, &admitted, ctx);
-    to_value(&kata::create_sandbox(&sandbox, ctx))
+    Ok(to_value(&kata::create_sandbox(&sandbox, ctx)))
 }
 
 /// The `CreateContainerRequest`s for `pod`, in the order they are sent: the pause container
