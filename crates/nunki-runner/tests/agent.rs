@@ -131,12 +131,27 @@ mod loader {
         files.sort();
         for file in files {
             let text = std::fs::read_to_string(&file).unwrap();
-            for doc in documents(&text) {
+            add(&text, &file, &mut pods, &mut sources);
+        }
+        (pods, sources)
+    }
+
+    /// The pod templates and the ConfigMaps/Secrets of one YAML text.
+    pub fn from_str(text: &str) -> (Vec<PodInput>, ConfigSources) {
+        let mut pods = Vec::new();
+        let mut sources = ConfigSources::default();
+        add(text, Path::new("<inline>"), &mut pods, &mut sources);
+        (pods, sources)
+    }
+
+    fn add(text: &str, file: &Path, pods: &mut Vec<PodInput>, sources: &mut ConfigSources) {
+        {
+            for doc in documents(text) {
                 let header: Value = serde_saphyr::from_str(&doc).unwrap();
                 let kind = header["kind"].as_str().unwrap_or_default().to_owned();
                 match kind.as_str() {
                     "Pod" => {
-                        let p: Pod = parse(&doc, &file);
+                        let p: Pod = parse(&doc, file);
                         let meta = p.metadata.clone();
                         let template = PodTemplateSpec {
                             metadata: Some(p.metadata),
@@ -145,49 +160,49 @@ mod loader {
                         pods.push(input(WorkloadKind::Pod, &meta, Some(template)));
                     }
                     "Deployment" => {
-                        let d: Deployment = parse(&doc, &file);
+                        let d: Deployment = parse(&doc, file);
                         let t = d.spec.map(|s| s.template);
                         pods.push(input(WorkloadKind::Deployment, &d.metadata, t));
                     }
                     "StatefulSet" => {
-                        let d: StatefulSet = parse(&doc, &file);
+                        let d: StatefulSet = parse(&doc, file);
                         let t = d.spec.map(|s| s.template);
                         pods.push(input(WorkloadKind::StatefulSet, &d.metadata, t));
                     }
                     "DaemonSet" => {
-                        let d: DaemonSet = parse(&doc, &file);
+                        let d: DaemonSet = parse(&doc, file);
                         let t = d.spec.map(|s| s.template);
                         pods.push(input(WorkloadKind::DaemonSet, &d.metadata, t));
                     }
                     "ReplicaSet" => {
-                        let d: ReplicaSet = parse(&doc, &file);
+                        let d: ReplicaSet = parse(&doc, file);
                         let t = d.spec.and_then(|s| s.template);
                         pods.push(input(WorkloadKind::ReplicaSet, &d.metadata, t));
                     }
                     "ReplicationController" => {
-                        let d: ReplicationController = parse(&doc, &file);
+                        let d: ReplicationController = parse(&doc, file);
                         let t = d.spec.and_then(|s| s.template);
                         pods.push(input(WorkloadKind::ReplicationController, &d.metadata, t));
                     }
                     "Job" => {
-                        let d: Job = parse(&doc, &file);
+                        let d: Job = parse(&doc, file);
                         let t = d.spec.map(|s| s.template);
                         pods.push(input(WorkloadKind::Job, &d.metadata, t));
                     }
                     "CronJob" => {
-                        let d: CronJob = parse(&doc, &file);
+                        let d: CronJob = parse(&doc, file);
                         let t = d.spec.and_then(|s| s.job_template.spec).map(|s| s.template);
                         pods.push(input(WorkloadKind::CronJob, &d.metadata, t));
                     }
                     "ConfigMap" => {
-                        let c: ConfigMap = parse(&doc, &file);
+                        let c: ConfigMap = parse(&doc, file);
                         sources.config_maps.insert(
                             (c.metadata.namespace, c.metadata.name.unwrap_or_default()),
                             c.data.unwrap_or_default(),
                         );
                     }
                     "Secret" => {
-                        let s: Secret = parse(&doc, &file);
+                        let s: Secret = parse(&doc, file);
                         let mut data: BTreeMap<String, String> = s
                             .data
                             .unwrap_or_default()
@@ -205,7 +220,6 @@ mod loader {
                 }
             }
         }
-        (pods, sources)
     }
 }
 
@@ -1551,4 +1565,431 @@ fn generated_policies_admit_the_simulated_test_pods() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviour the Kata cases do not cover
+
+const APP_IMAGES: &str = r#"{"images": {
+  "example.com/app:1": {
+    "config": {"architecture": "amd64", "os": "linux", "config": {
+      "User": "app", "Entrypoint": ["/app"], "Cmd": ["--serve"], "WorkingDir": "/srv",
+      "Env": ["PATH=/usr/bin:/bin", "MODE=prod"], "Volumes": {"/cache": {}}}},
+    "passwd": "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/srv:/bin/false\n",
+    "group": "root:x:0:\napp:x:1000:\nmetrics:x:3000:app\n"},
+  "example.com/tools:1": {
+    "config": {"config": {"Cmd": ["sh"]}}, "passwd": null, "group": null}
+}}"#;
+
+fn app_pod(yaml: &str) -> (PodInput, SandboxContext, ImageConfigs) {
+    let (pods, sources) = loader::from_str(yaml);
+    let pod = pods.into_iter().next().expect("a pod template");
+    let ctx = SandboxContext::from_seed(&pod, 7).with_config_sources(sources);
+    (pod, ctx, ImageConfigs::from_json(APP_IMAGES).unwrap())
+}
+
+fn requests_of(yaml: &str) -> (SandboxContext, BTreeMap<String, Value>) {
+    let (pod, ctx, images) = app_pod(yaml);
+    let reqs = build_container_requests(&pod, &images, &ctx).unwrap();
+    (ctx, reqs.into_iter().collect())
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn mount<'a>(req: &'a Value, destination: &str) -> &'a Value {
+    req["OCI"]["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == destination)
+        .unwrap_or_else(|| panic!("no mount {destination}"))
+}
+
+#[test]
+fn image_defaults_user_lookup_and_image_volumes() {
+    let (ctx, reqs) = requests_of(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\nspec:\n  containers:\n  - {name: app, image: example.com/app:1}\n",
+    );
+    let app = &reqs["app"];
+    let p = &app["OCI"]["Process"];
+    assert_eq!(strs(&p["Args"]), ["/app", "--serve"]);
+    assert_eq!(p["Cwd"], "/srv");
+    // The image user is a name: the kubelet passes it on, containerd resolves it in the
+    // image's /etc/passwd and adds the groups that list it.
+    assert_eq!(p["User"]["UID"], 1000);
+    assert_eq!(p["User"]["GID"], 1000);
+    assert_eq!(p["User"]["AdditionalGids"], serde_json::json!([1000, 3000]));
+    let env = strs(&p["Env"]);
+    assert!(env.contains(&"PATH=/usr/bin:/bin".to_owned()), "{env:?}");
+    assert!(env.contains(&"MODE=prod".to_owned()));
+    assert!(env.contains(&"HOSTNAME=web".to_owned()));
+    assert!(env.contains(&"KUBERNETES_SERVICE_HOST=10.96.0.1".to_owned()));
+    assert_eq!(p["NoNewPrivileges"], false);
+    assert_eq!(p["ApparmorProfile"], "cri-containerd.apparmor.d");
+    let a = &app["OCI"]["Annotations"];
+    assert_eq!(a["io.kubernetes.cri.sandbox-namespace"], "shop");
+    assert_eq!(a["io.kubernetes.cri.image-name"], "example.com/app:1");
+    assert_eq!(a["io.kubernetes.cri.sandbox-id"], ctx.sandbox_id.as_str());
+    let cid = app["container_id"].as_str().unwrap();
+    assert_eq!(cid.len(), 64);
+    assert_eq!(
+        app["OCI"]["Root"]["Path"],
+        format!("/run/kata-containers/{cid}/rootfs")
+    );
+    // The image volume is a host directory that Kata copies into the guest.
+    let cache = mount(app, "/cache")["source"].as_str().unwrap().to_owned();
+    let re = Regex::new(&format!(
+        "^/run/kata-containers/shared/containers/{cid}-[0-9a-f]{{16}}-cache$"
+    ))
+    .unwrap();
+    assert!(re.is_match(&cache), "{cache}");
+    // The service-account token is mounted read-only.
+    assert_eq!(
+        mount(app, "/var/run/secrets/kubernetes.io/serviceaccount")["options"],
+        serde_json::json!(["rbind", "rprivate", "ro"])
+    );
+    let pull = &app["storages"][0];
+    assert_eq!(pull["driver"], "image_guest_pull");
+    assert_eq!(pull["source"], "example.com/app:1");
+}
+
+#[test]
+fn security_context_privileged_capabilities_and_read_only_root() {
+    let (_, reqs) = requests_of(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: sec}
+spec:
+  automountServiceAccountToken: false
+  securityContext: {runAsUser: 4000, runAsGroup: 5000, fsGroup: 6000, supplementalGroups: [7000]}
+  containers:
+  - name: locked
+    image: example.com/app:1
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {add: [NET_ADMIN], drop: [MKNOD, NET_RAW]}
+  - name: none
+    image: example.com/app:1
+    securityContext: {capabilities: {drop: [ALL]}}
+  - name: root
+    image: example.com/tools:1
+    securityContext: {privileged: true, runAsUser: 0}
+"#,
+    );
+    let locked = &reqs["locked"]["OCI"];
+    let caps = strs(&locked["Process"]["Capabilities"]["Bounding"]);
+    assert!(caps.contains(&"CAP_NET_ADMIN".to_owned()));
+    assert!(!caps.contains(&"CAP_MKNOD".to_owned()) && !caps.contains(&"CAP_NET_RAW".to_owned()));
+    assert_eq!(caps.len(), 13);
+    assert_eq!(locked["Process"]["NoNewPrivileges"], true);
+    assert_eq!(locked["Root"]["Readonly"], true);
+    let user = &locked["Process"]["User"];
+    assert_eq!(
+        (user["UID"].clone(), user["GID"].clone()),
+        (4000.into(), 5000.into())
+    );
+    assert_eq!(
+        user["AdditionalGids"],
+        serde_json::json!([5000, 6000, 7000])
+    );
+    // containerd's own files follow readOnlyRootFilesystem; the kubelet's /etc/hosts does not.
+    assert_eq!(
+        mount(&reqs["locked"], "/etc/resolv.conf")["options"],
+        serde_json::json!(["rbind", "rprivate", "ro"])
+    );
+    assert_eq!(
+        mount(&reqs["locked"], "/etc/hosts")["options"],
+        serde_json::json!(["rbind", "rprivate", "rw"])
+    );
+    assert!(
+        !locked["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/var/run/secrets/kubernetes.io/serviceaccount")
+    );
+    let none = &reqs["none"]["OCI"]["Process"]["Capabilities"];
+    for set in [
+        "Bounding",
+        "Effective",
+        "Permitted",
+        "Inheritable",
+        "Ambient",
+    ] {
+        assert_eq!(none[set], serde_json::json!([]), "{set}");
+    }
+    let root = &reqs["root"]["OCI"];
+    assert_eq!(
+        root["Process"]["Capabilities"]["Bounding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        41
+    );
+    assert_eq!(root["Linux"]["MaskedPaths"], serde_json::json!([]));
+    assert_eq!(root["Linux"]["ReadonlyPaths"], serde_json::json!([]));
+    assert_eq!(root["Process"]["ApparmorProfile"], "");
+    assert_eq!(mount(&reqs["root"], "/sys")["options"][3], "rw");
+    assert_eq!(
+        mount(&reqs["root"], "/sys/fs/cgroup")["options"],
+        serde_json::json!([
+            "nosuid",
+            "noexec",
+            "nodev",
+            "relatime",
+            "rw",
+            "nsdelegate",
+            "memory_recursiveprot"
+        ])
+    );
+    // The pause container keeps the pod user only.
+    let pause = &reqs[SANDBOX_CONTAINER]["OCI"]["Process"]["User"];
+    assert_eq!(pause["AdditionalGids"], serde_json::json!([5000]));
+    // Kata drops the network and cgroup namespaces and the PID namespace (sandbox_pidns).
+    for r in reqs.values() {
+        let ns: Vec<&str> = r["OCI"]["Linux"]["Namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["Type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, ["ipc", "uts", "mount"]);
+        assert_eq!(r["sandbox_pidns"], false);
+    }
+}
+
+#[test]
+fn environment_from_config_maps_secrets_and_the_downward_api() {
+    let yaml = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {LEVEL: debug, COLOR: blue}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {token: s3cr3t}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: prod}
+spec:
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata:
+      labels: {app: api, tier: backend}
+    spec:
+      containers:
+      - name: api
+        image: example.com/app:1
+        command: [/app, "--level=$(LEVEL)", "--pod=$(POD)", "$$(LEVEL)"]
+        tty: true
+        resources:
+          limits: {cpu: 500m, memory: 128Mi}
+        envFrom:
+        - configMapRef: {name: settings}
+          prefix: CFG_
+        env:
+        - {name: LEVEL, valueFrom: {configMapKeyRef: {name: settings, key: LEVEL}}}
+        - {name: TOKEN, valueFrom: {secretKeyRef: {name: creds, key: token}}}
+        - {name: MAYBE, valueFrom: {secretKeyRef: {name: creds, key: nope, optional: true}}}
+        - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+        - {name: TIER, valueFrom: {fieldRef: {fieldPath: "metadata.labels['tier']"}}}
+        - {name: IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+        - {name: CPUS, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}
+        - {name: MEM_MI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
+        - {name: URL, value: "http://$(NS).svc/$(UNKNOWN)"}
+"#;
+    let (pod, ctx, images) = app_pod(yaml);
+    let reqs: BTreeMap<String, Value> = build_container_requests(&pod, &images, &ctx)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let p = &reqs["api"]["OCI"]["Process"];
+    let env: BTreeSet<String> = strs(&p["Env"]).into_iter().collect();
+    let name = &ctx.pod_name;
+    for want in [
+        "CFG_LEVEL=debug".to_owned(),
+        "CFG_COLOR=blue".to_owned(),
+        "LEVEL=debug".to_owned(),
+        "TOKEN=s3cr3t".to_owned(),
+        format!("POD={name}"),
+        "NS=prod".to_owned(),
+        "TIER=backend".to_owned(),
+        format!("IP={}", ctx.pod_ip),
+        "CPUS=1".to_owned(),
+        "MEM_MI=128".to_owned(),
+        "URL=http://prod.svc/$(UNKNOWN)".to_owned(),
+        "TERM=xterm".to_owned(),
+        format!("HOSTNAME={name}"),
+    ] {
+        assert!(env.contains(&want), "missing {want} in {env:?}");
+    }
+    assert!(!env.iter().any(|e| e.starts_with("MAYBE=")));
+    assert_eq!(
+        strs(&p["Args"]),
+        [
+            "/app".to_owned(),
+            "--level=debug".into(),
+            format!("--pod={name}"),
+            "$(LEVEL)".into()
+        ]
+    );
+    assert_eq!(p["Terminal"], true);
+    assert!(
+        Regex::new("^api-[bcdfghjklmnpqrstvwxz2456789]{10}-[bcdfghjklmnpqrstvwxz2456789]{5}$")
+            .unwrap()
+            .is_match(name)
+    );
+
+    // A missing key is the kubelet's CreateContainerConfigError.
+    let broken = yaml.replace("key: token", "key: absent");
+    let (pod, ctx, images) = app_pod(&broken);
+    let err = build_container_requests(&pod, &images, &ctx).unwrap_err();
+    assert!(matches!(err, AgentError::Env { .. }), "{err}");
+    assert!(
+        err.to_string().contains("TOKEN") && err.to_string().contains("absent"),
+        "{err}"
+    );
+}
+
+#[test]
+fn volumes_init_containers_and_shared_pid_namespace() {
+    let (ctx, reqs) = requests_of(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: vols}
+spec:
+  shareProcessNamespace: true
+  securityContext: {fsGroup: 2000}
+  initContainers:
+  - {name: first, image: example.com/tools:1, volumeMounts: [{name: scratch, mountPath: /scratch}]}
+  - {name: second, image: example.com/tools:1}
+  containers:
+  - name: main
+    image: example.com/app:1
+    volumeMounts:
+    - {name: scratch, mountPath: /scratch}
+    - {name: ram, mountPath: /ram}
+    - {name: conf, mountPath: /etc/app, readOnly: true}
+  volumes:
+  - {name: scratch, emptyDir: {}}
+  - {name: ram, emptyDir: {medium: Memory}}
+  - {name: conf, configMap: {name: app-conf}}
+"#,
+    );
+    let names: Vec<&String> = reqs.keys().collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    let main = &reqs["main"];
+    assert_eq!(main["sandbox_pidns"], true);
+    assert_eq!(reqs[SANDBOX_CONTAINER]["sandbox_pidns"], false);
+    // The disk emptyDir is one encrypted block device, the same in every container.
+    let scratch = mount(main, "/scratch")["source"].clone();
+    assert_eq!(mount(&reqs["first"], "/scratch")["source"], scratch);
+    let blk: Vec<&Value> = main["storages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["driver"] == "blk")
+        .collect();
+    assert_eq!(blk.len(), 1);
+    assert_eq!(blk[0]["mount_point"], scratch);
+    assert_eq!(
+        blk[0]["fs_group"],
+        serde_json::json!({"group_id": 2000, "group_change_policy": 0})
+    );
+    assert_eq!(blk[0]["shared"], true);
+    // The memory emptyDir is a tmpfs in the VM, owned by the fsGroup.
+    assert_eq!(
+        mount(main, "/ram")["source"],
+        "/run/kata-containers/sandbox/ephemeral/ram"
+    );
+    let eph = main["storages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["driver"] == "ephemeral")
+        .unwrap();
+    assert_eq!(eph["options"], serde_json::json!(["fsgid=2000"]));
+    assert_eq!(eph["fstype"], "tmpfs");
+    // The ConfigMap is copied into the guest and mounted read-only.
+    let conf = mount(main, "/etc/app");
+    assert_eq!(
+        conf["options"],
+        serde_json::json!(["rbind", "rprivate", "ro"])
+    );
+    assert!(conf["source"].as_str().unwrap().ends_with("-app"));
+    // The sandbox: pod sysctls defaults, shm storage, DNS from the cluster.
+    let (pod, ctx2, _) = app_pod(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: vols}\nspec:\n  containers:\n  - {name: c, image: example.com/tools:1}\n",
+    );
+    let sb = build_sandbox_request(&pod, &ctx2).unwrap();
+    assert_eq!(sb["sandbox_id"], ctx2.sandbox_id.as_str());
+    assert_eq!(
+        sb["storages"][0]["mount_point"],
+        "/run/kata-containers/sandbox/shm"
+    );
+    assert!(
+        strs(&sb["dns"])
+            .iter()
+            .any(|l| l == "nameserver 10.96.0.10")
+    );
+    let pause = &reqs[SANDBOX_CONTAINER]["OCI"];
+    assert_eq!(
+        pause["Annotations"]["nerdctl/network-namespace"],
+        ctx.netns_path.as_str()
+    );
+    assert_eq!(
+        pause["Linux"]["Sysctl"]["net.ipv4.ip_unprivileged_port_start"],
+        "0"
+    );
+}
+
+#[test]
+fn host_network_pods_share_the_node_name_and_namespaces() {
+    let (ctx, reqs) = requests_of(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: hn}\nspec:\n  hostNetwork: true\n  containers:\n  - {name: c, image: example.com/tools:1}\n",
+    );
+    assert_eq!(ctx.hostname, ctx.node_name);
+    let pause = &reqs[SANDBOX_CONTAINER]["OCI"];
+    assert_eq!(pause["Annotations"]["nerdctl/network-namespace"], "");
+    assert_eq!(pause["Hostname"], ctx.node_name.as_str());
+    let ns: Vec<&str> = pause["Linux"]["Namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["Type"].as_str().unwrap())
+        .collect();
+    assert_eq!(ns, ["ipc", "mount"]);
+    assert_eq!(pause["Linux"]["Sysctl"], serde_json::json!({}));
+}
+
+#[test]
+fn unresolvable_users_and_commands_are_errors() {
+    let (pod, ctx, mut images) = app_pod(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: u}\nspec:\n  containers:\n  - {name: c, image: example.com/app:1}\n",
+    );
+    let mut no_passwd = images.get("example.com/app:1").unwrap().clone();
+    no_passwd.passwd = None;
+    images.insert("example.com/app:1", no_passwd);
+    let err = build_container_requests(&pod, &images, &ctx).unwrap_err();
+    assert!(matches!(err, AgentError::User { .. }), "{err}");
+    assert!(err.to_string().contains("\"app\""), "{err}");
+
+    let mut empty = images.get("example.com/tools:1").unwrap().clone();
+    empty.cmd.clear();
+    images.insert("example.com/tools:1", empty);
+    let (pod, ctx, _) = app_pod(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: u}\nspec:\n  containers:\n  - {name: c, image: example.com/tools:1}\n",
+    );
+    let err = build_container_requests(&pod, &images, &ctx).unwrap_err();
+    assert!(matches!(err, AgentError::NoCommand { .. }), "{err}");
 }
