@@ -10,8 +10,19 @@
 //! containerd and the Kata runtime, and *not* with the policy generator's code, so that a bug in
 //! one cannot hide the same bug in the other.
 //!
-//! This is a simulation: no VM, no containerd, no Kata. What is simulated and how is described
-//! in the module docs of `requests` and its helpers.
+//! This is a simulation: no VM, no containerd, no Kata. The simulated node is:
+//!
+//! * Kubernetes 1.33 (API server defaulting, ServiceAccount token admission, kubelet env,
+//!   mounts, users, masked paths; the `kubernetes` service at [`SandboxContext::kubernetes_service_ip`]);
+//! * containerd 2.x CRI with a Kata runtime handler that passes `io.katacontainers.*` pod
+//!   annotations and `cdi.k8s.io/*` container annotations, on a cgroup-v2 host, sandbox image
+//!   [`SandboxContext::sandbox_image`], OCI version [`SandboxContext::oci_version`];
+//! * the Kata Go runtime configured for SEV-SNP (`qemu-snp`): guest image pull, no shared
+//!   filesystem (files are copied into the guest), `emptydir_mode = block-encrypted`,
+//!   `disable_guest_seccomp = true`, passthrough GPUs cold-plugged.
+//!
+//! Not simulated: the `CopyFile`, network (`UpdateInterface`, `UpdateRoutes`, ...) and
+//! `StartContainer` requests, PVC/CSI volumes, user namespaces, hot-plugged devices.
 
 mod containerd;
 mod context;
