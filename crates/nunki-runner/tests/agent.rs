@@ -788,7 +788,7 @@ fn compare_all() -> (Vec<Finding>, usize, usize) {
         let allowed = allowed_requests(&dir);
         let ctx = aligned_context(pod, &allowed, &mut findings, &case).with_config_sources(sources);
         let (ours, sandbox) = match build_container_requests(pod, &images, &ctx) {
-            Ok(ours) => (ours, build_sandbox_request(pod, &ctx).unwrap()),
+            Ok(ours) => (ours, build_sandbox_request(pod, &ctx)),
             // The API server refuses Bidirectional propagation for unprivileged containers, so
             // the case's pod cannot run at all; compare the pod without it.
             Err(AgentError::InvalidPod(msg)) if msg.contains("Bidirectional") => {
@@ -809,7 +809,7 @@ fn compare_all() -> (Vec<Finding>, usize, usize) {
                 }
                 let ours = build_container_requests(&pod, &images, &ctx)
                     .unwrap_or_else(|e| panic!("{case}: {e}"));
-                (ours, build_sandbox_request(&pod, &ctx).unwrap())
+                (ours, build_sandbox_request(&pod, &ctx))
             }
             Err(e) => panic!("{case}: {e}"),
         };
@@ -1959,7 +1959,7 @@ spec:
     let (pod, ctx2, _) = app_pod(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: vols}\nspec:\n  containers:\n  - {name: c, image: example.com/tools:1}\n",
     );
-    let sb = build_sandbox_request(&pod, &ctx2).unwrap();
+    let sb = build_sandbox_request(&pod, &ctx2);
     assert_eq!(sb["sandbox_id"], ctx2.sandbox_id.as_str());
     assert_eq!(
         sb["storages"][0]["mount_point"],

@@ -188,11 +188,10 @@ pub(crate) struct AdmittedPod {
     pub volumes: Vec<Volume>,
 }
 
-/// Applies the API server's validation, defaulting and admission that change what runs: the
-/// ServiceAccount token volume and `terminationMessagePath`.
-pub(crate) fn admit(pod: &PodInput, ctx: &SandboxContext) -> Result<AdmittedPod, AgentError> {
+/// Applies the API server's defaulting and admission that change what runs: the
+/// ServiceAccount token volume and `terminationMessagePath` (see [`validate`] for validation).
+pub(crate) fn admit(pod: &PodInput, ctx: &SandboxContext) -> AdmittedPod {
     let spec = &pod.spec;
-    validate(spec)?;
     let mut volumes = spec.volumes.clone().unwrap_or_default();
     let mut init_containers = spec.init_containers.clone().unwrap_or_default();
     let mut containers = spec.containers.clone();
@@ -234,15 +233,15 @@ pub(crate) fn admit(pod: &PodInput, ctx: &SandboxContext) -> Result<AdmittedPod,
             ..Default::default()
         });
     }
-    Ok(AdmittedPod {
+    AdmittedPod {
         init_containers,
         containers,
         volumes,
-    })
+    }
 }
 
 /// The API server's validation rules that the simulation would otherwise let through.
-fn validate(spec: &k8s_openapi::api::core::v1::PodSpec) -> Result<(), AgentError> {
+pub(crate) fn validate(spec: &k8s_openapi::api::core::v1::PodSpec) -> Result<(), AgentError> {
     let all = spec
         .init_containers
         .iter()

@@ -48,7 +48,8 @@ fn image_config(
     if let Some(c) = images.get(reference) {
         return Ok(c.clone());
     }
-    if ImageRef::parse(reference).path.ends_with("/pause") {
+    let path = ImageRef::parse(reference).path;
+    if path == "pause" || path.ends_with("/pause") {
         return Ok(ImageConfig::pause());
     }
     Err(AgentError::MissingImage {
@@ -63,7 +64,8 @@ pub(crate) fn build_pod(
     images: &ImageConfigs,
     ctx: &SandboxContext,
 ) -> Result<BuiltPod, AgentError> {
-    let admitted = kubelet::admit(pod, ctx)?;
+    kubelet::validate(&pod.spec)?;
+    let admitted = kubelet::admit(pod, ctx);
     let sandbox = kubelet::sandbox(pod, &admitted, ctx);
     let fs_group = pod.spec.security_context.as_ref().and_then(|s| s.fs_group);
     let pause = containerd::sandbox_spec(&sandbox, ctx)?;
@@ -103,10 +105,10 @@ pub(crate) fn build_pod(
 }
 
 /// The `CreateSandboxRequest` the Kata runtime sends for `pod`.
-pub fn build_sandbox_request(pod: &PodInput, ctx: &SandboxContext) -> Result<Value, AgentError> {
-    let admitted = kubelet::admit(pod, ctx)?;
+pub fn build_sandbox_request(pod: &PodInput, ctx: &SandboxContext) -> Value {
+    let admitted = kubelet::admit(pod, ctx);
     let sandbox = kubelet::sandbox(pod, &admitted, ctx);
-    Ok(to_value(&kata::create_sandbox(&sandbox, ctx)))
+    to_value(&kata::create_sandbox(&sandbox, ctx))
 }
 
 /// The `CreateContainerRequest`s for `pod`, in the order they are sent: the pause container
@@ -121,4 +123,29 @@ pub fn build_container_requests(
         .into_iter()
         .map(|c| (c.name, to_value(&c.request)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn pause_images_are_built_in_and_others_must_be_listed() {
+        let images = ImageConfigs::new();
+        for r in [
+            "registry.k8s.io/pause:3.10",
+            "mcr.microsoft.com/oss/kubernetes/pause:3.6",
+            "pause",
+        ] {
+            assert_eq!(
+                image_config(&images, "c", r).unwrap(),
+                ImageConfig::pause(),
+                "{r}"
+            );
+        }
+        let err = image_config(&images, "c", "registry.k8s.io/pausefor:1").unwrap_err();
+        assert!(matches!(err, AgentError::MissingImage { .. }));
+    }
 }
