@@ -573,7 +573,10 @@ fn container_mounts(
             VolumeBacking::HostPath(p) => host_path_source(&format!("{p}/{sub_path}")),
             _ => HostSource::Copied,
         };
-        let readonly = vm.read_only.unwrap_or(false);
+        // The kubelet mounts volumes whose plugin says "must mount read-only" (configMap,
+        // secret, projected, downwardAPI: atomically written file sets) read-only whatever
+        // the volumeMount says.
+        let readonly = vm.read_only.unwrap_or(false) || matches!(backing, VolumeBacking::Files);
         match vm.recursive_read_only.as_deref() {
             Some("Enabled") => {
                 return Err(AgentError::InvalidPod(format!(
