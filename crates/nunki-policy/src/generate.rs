@@ -1,0 +1,309 @@
+//! Generating `policy_data.containers` (and, with the rules, the policy text) for one pod
+//! template.
+
+use serde_json::Value;
+
+use crate::data::{self, ContainerPolicy, ContainerSettings, EmptyDirType};
+use crate::image_info::{ImageInfo, ImageInfoError};
+use crate::input::{ConfigSources, PodInput};
+use crate::render::render_policy;
+use crate::settings::Settings;
+
+/// Why no policy data could be generated. Every variant names the resource and the YAML path.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// An image is missing from the image-info file or its entry is unusable.
+    #[error("{resource}: {path}: {source}")]
+    Image {
+        /// `Kind namespace/name`.
+        resource: String,
+        /// YAML path of the `image` field.
+        path: String,
+        /// What is wrong with the image information.
+        #[source]
+        source: ImageInfoError,
+    },
+    /// A volume mount or device names a volume the pod does not define.
+    #[error("{resource}: {path}: volume \"{volume}\" not defined in {volumes_path}")]
+    VolumeNotDefined {
+        /// `Kind namespace/name`.
+        resource: String,
+        /// YAML path of the volume mount.
+        path: String,
+        /// The volume name.
+        volume: String,
+        /// YAML path of the pod's volumes.
+        volumes_path: String,
+    },
+    /// An env reference names a ConfigMap that none of the input files defines.
+    #[error(
+        "{resource}, container \"{container}\": ConfigMap \"{config_map}\" not found ({path}); pass the file that defines it, or mark the reference optional"
+    )]
+    MissingConfigMap {
+        /// `Kind namespace/name`.
+        resource: String,
+        /// Container name.
+        container: String,
+        /// YAML path of the reference.
+        path: String,
+        /// ConfigMap name.
+        config_map: String,
+    },
+    /// An env reference names a key the ConfigMap does not have.
+    #[error(
+        "{resource}, container \"{container}\": ConfigMap \"{config_map}\" has no key \"{key}\" ({path}); add the key to the ConfigMap, or mark the reference optional"
+    )]
+    MissingConfigMapKey {
+        /// `Kind namespace/name`.
+        resource: String,
+        /// Container name.
+        container: String,
+        /// YAML path of the reference.
+        path: String,
+        /// ConfigMap name.
+        config_map: String,
+        /// The missing key.
+        key: String,
+    },
+    /// An env reference names a Secret that none of the input files defines.
+    #[error(
+        "{resource}, container \"{container}\": Secret \"{secret}\" not found ({path}); pass the file that defines it, or mark the reference optional"
+    )]
+    MissingSecret {
+        /// `Kind namespace/name`.
+        resource: String,
+        /// Container name.
+        container: String,
+        /// YAML path of the reference.
+        path: String,
+        /// Secret name.
+        secret: String,
+    },
+    /// An env reference names a key the Secret does not have.
+    #[error(
+        "{resource}, container \"{container}\": Secret \"{secret}\" has no key \"{key}\" ({path}); add the key to the Secret, or mark the reference optional"
+    )]
+    MissingSecretKey {
+        /// `Kind namespace/name`.
+        resource: String,
+        /// Container name.
+        container: String,
+        /// YAML path of the reference.
+        path: String,
+        /// Secret name.
+        secret: String,
+        /// The missing key.
+        key: String,
+    },
+    /// The pod uses a feature the generator (or Kata) cannot express in a policy.
+    #[error("{resource}: {path}: {what} is not supported")]
+    Unsupported {
+        /// `Kind namespace/name`.
+        resource: String,
+        /// YAML path of the field.
+        path: String,
+        /// The feature.
+        what: String,
+    },
+    /// A value is invalid or cannot be resolved.
+    #[error("{resource}: {path}: {reason}")]
+    Invalid {
+        /// `Kind namespace/name`.
+        resource: String,
+        /// YAML path of the field.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// With images pulled in the guest, the host cannot resolve the image's users and groups,
+    /// so the pod spec must pin them.
+    #[error(
+        "{resource}: {path}: image \"{image}\" runs as UID {uid}, GID {gid}, groups {additional_gids:?}, which containerd cannot reproduce for an image pulled inside the guest; set them in the pod spec: {suggestion}",
+        resource = .0.resource, path = .0.path, image = .0.image, uid = .0.uid, gid = .0.gid,
+        additional_gids = .0.additional_gids, suggestion = .0.suggestion
+    )]
+    GuestPullUser(Box<GuestPullUser>),
+    /// The settings name an emptyDir type the generator does not know.
+    #[error(
+        "settings: cluster_config.emptydir_type \"{0}\" is not one of \"shared-fs\", \"block-encrypted\", \"block-plain\""
+    )]
+    EmptyDirType(String),
+    /// The container data could not be turned into JSON (a bug).
+    #[error("cannot serialize policy_data.containers: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Details of [`GenerateError::GuestPullUser`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestPullUser {
+    /// `Kind namespace/name`.
+    pub resource: String,
+    /// YAML path of the container.
+    pub path: String,
+    /// The image.
+    pub image: String,
+    /// UID derived from the image.
+    pub uid: u32,
+    /// GID derived from the image.
+    pub gid: u32,
+    /// Groups derived from the image.
+    pub additional_gids: Vec<u32>,
+    /// The securityContext fields to set.
+    pub suggestion: String,
+}
+
+/// The `policy_data.containers` entries of one pod template: the pause container first, then
+/// the init containers (last first), then the containers.
+///
+/// `images` must hold every image the pod uses (the pause image is built in); `config`
+/// resolves `env`/`envFrom` references to ConfigMaps and Secrets.
+pub fn generate_containers(
+    input: &PodInput,
+    images: &ImageInfo,
+    config: &ConfigSources,
+    settings: &ContainerSettings,
+) -> Result<Vec<ContainerPolicy>, GenerateError> {
+    let ctx = data::Ctx::new(input, settings, config)?;
+    data::pod_containers(&ctx, images)
+}
+
+impl ContainerSettings {
+    /// The default container settings with the values they share with `settings` (capability
+    /// lists, pause image, guest pull, emptyDir type, OCI version, ConfigMap storages, VFIO)
+    /// taken from there, so that both halves of `policy_data` agree.
+    pub fn for_settings(settings: &Settings) -> Result<Self, GenerateError> {
+        let mut out = Self::default();
+        out.sync_with(settings)?;
+        Ok(out)
+    }
+
+    /// Copies the values shared with `settings` into `self` (see [`Self::for_settings`]).
+    pub fn sync_with(&mut self, settings: &Settings) -> Result<(), GenerateError> {
+        let cluster = &settings.cluster_config;
+        self.emptydir_type = match cluster.emptydir_type.as_str() {
+            "shared-fs" => EmptyDirType::SharedFs,
+            "block-encrypted" => EmptyDirType::BlockEncrypted,
+            "block-plain" => EmptyDirType::BlockPlain,
+            other => return Err(GenerateError::EmptyDirType(other.to_owned())),
+        };
+        self.pause_container_image
+            .clone_from(&cluster.pause_container_image);
+        self.guest_pull = cluster.guest_pull;
+        self.default_caps.clone_from(&settings.common.default_caps);
+        self.privileged_caps
+            .clone_from(&settings.common.privileged_caps);
+        self.oci_version
+            .clone_from(&settings.kata_config.oci_version);
+        self.enable_configmap_secret_storages =
+            settings.kata_config.enable_configmap_secret_storages;
+        let vfio = &settings.devices.vfio;
+        self.vfio.device_path.clone_from(&vfio.device_path);
+        self.vfio.anno_key_regex.clone_from(&vfio.anno_key_regex);
+        self.vfio
+            .gpu_anno_value_regex
+            .clone_from(&vfio.nvidia.gpu_anno_value_regex);
+        self.vfio
+            .gpu_gk_device_type
+            .clone_from(&vfio.nvidia.gpu_gk_device_type);
+        self.vfio
+            .pgpu_resource_keys
+            .clone_from(&vfio.nvidia.pgpu_resource_keys);
+        Ok(())
+    }
+}
+
+/// Generates policies for many pods with one set of settings.
+#[derive(Debug, Clone)]
+pub struct PolicyGenerator {
+    settings: Settings,
+    containers: ContainerSettings,
+}
+
+impl PolicyGenerator {
+    /// A generator for `settings`, with the default container settings synced to them.
+    pub fn new(settings: Settings) -> Result<Self, GenerateError> {
+        let containers = ContainerSettings::for_settings(&settings)?;
+        Ok(Self {
+            settings,
+            containers,
+        })
+    }
+
+    /// A generator with explicit container settings (their shared values are synced to
+    /// `settings`).
+    pub fn with_container_settings(
+        settings: Settings,
+        mut containers: ContainerSettings,
+    ) -> Result<Self, GenerateError> {
+        containers.sync_with(&settings)?;
+        Ok(Self {
+            settings,
+            containers,
+        })
+    }
+
+    /// The settings (`common`, `sandbox`, … of `policy_data`).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The container settings.
+    pub fn container_settings(&self) -> &ContainerSettings {
+        &self.containers
+    }
+
+    /// `policy_data.containers` of one pod template.
+    pub fn containers(
+        &self,
+        input: &PodInput,
+        images: &ImageInfo,
+        config: &ConfigSources,
+    ) -> Result<Vec<ContainerPolicy>, GenerateError> {
+        generate_containers(input, images, config, &self.containers)
+    }
+
+    /// The whole `policy_data` of one pod template, in genpolicy's shape.
+    pub fn policy_data(
+        &self,
+        input: &PodInput,
+        images: &ImageInfo,
+        config: &ConfigSources,
+    ) -> Result<Value, GenerateError> {
+        let containers = serde_json::to_value(self.containers(input, images, config)?)?;
+        Ok(self.settings.policy_data(containers))
+    }
+
+    /// The policy text (our rules followed by `policy_data`) of one pod template.
+    pub fn policy(
+        &self,
+        input: &PodInput,
+        images: &ImageInfo,
+        config: &ConfigSources,
+    ) -> Result<String, GenerateError> {
+        Ok(render_policy(&self.policy_data(input, images, config)?))
+    }
+}
+
+/// `policy_data` of one pod template (see [`PolicyGenerator::policy_data`]).
+pub fn generate_policy_data(
+    input: &PodInput,
+    images: &ImageInfo,
+    config: &ConfigSources,
+    settings: &Settings,
+) -> Result<Value, GenerateError> {
+    let containers = ContainerSettings::for_settings(settings)?;
+    let data = serde_json::to_value(generate_containers(input, images, config, &containers)?)?;
+    Ok(settings.policy_data(data))
+}
+
+/// The policy text of one pod template (see [`PolicyGenerator::policy`]).
+pub fn generate_policy(
+    input: &PodInput,
+    images: &ImageInfo,
+    config: &ConfigSources,
+    settings: &Settings,
+) -> Result<String, GenerateError> {
+    Ok(render_policy(&generate_policy_data(
+        input, images, config, settings,
+    )?))
+}
