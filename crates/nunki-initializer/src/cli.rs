@@ -5,7 +5,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
@@ -29,9 +28,13 @@ struct Args {
     /// The Coordinator's mesh API: host or host:port (default port 7777).
     #[arg(long, env = "COORDINATOR_HOST", default_value = "coordinator")]
     coordinator: String,
-    /// Where to write the files.
+    /// Where to write the files (published atomically: see the crate documentation).
     #[arg(long, env = "NUNKI_TLS_DIR", default_value = "/tls-config")]
     out: PathBuf,
+    /// The Coordinator's root CA (PEM, as printed by `nunki set`): the reply must chain to
+    /// this CA, otherwise it is refused and the request retried.
+    #[arg(long, env = "NUNKI_COORDINATOR_ROOT", value_name = "FILE")]
+    coordinator_root: Option<PathBuf>,
     /// Attestation platform.
     #[arg(long, value_enum, env = "NUNKI_PLATFORM", default_value = "snp")]
     platform: Platform,
@@ -71,8 +74,17 @@ fn issuer(a: &Args) -> Result<Arc<dyn Issuer>> {
 
 async fn run(a: Args) -> Result<()> {
     let addr = crate::coordinator_addr(&a.coordinator)?;
+    let pinned_root = a
+        .coordinator_root
+        .as_deref()
+        .map(crate::read_pinned_root)
+        .transpose()?;
     let issuer = issuer(&a)?;
-    let files = crate::request(&addr, issuer, None, Duration::from_millis(500)).await?;
+    let opts = crate::RequestOptions {
+        pinned_root,
+        ..crate::RequestOptions::default()
+    };
+    let files = crate::request(&addr, issuer, &opts).await?;
     crate::write_files(&a.out, &files)?;
     tracing::info!(dir = %a.out.display(), "wrote mesh-ca.pem, certChain.pem, key.pem, coordinator-root-ca.pem");
     Ok(())

@@ -1,16 +1,66 @@
 //! The Initializer: runs first in every pod, obtains the pod's mesh certificate from the
-//! Coordinator over mutual aTLS with the platform's evidence, and writes it for the workload.
+//! Coordinator over mutual aTLS with the platform's evidence, checks it, and writes it for the
+//! workload.
+//!
+//! # Protocol
+//!
+//! Each attempt generates nothing new: one fresh P-256 key is made per run, then every attempt
+//! opens a new connection to the mesh API, presents an attested client certificate for that key
+//! (answering the Coordinator's nonce) and calls `NewMeshCert`. The Coordinator is not attested
+//! (whatever it hands out is checked by the workload's peers), but the reply is checked before
+//! anything is written ([`check_reply`]): all PEM parses, the leaf certifies our key, and the
+//! leaf verifies with real signatures as a TLS server and client certificate along
+//! leaf → intermediate → root and leaf → mesh CA. With `--coordinator-root`, the root must be
+//! that CA. Failures (unreachable, no manifest yet, refused, bad reply) are logged one line per
+//! attempt and retried with exponential backoff.
+//!
+//! # Output layout
+//!
+//! Readers of `--out` must see all four files complete or none, even if the Initializer is
+//! killed at any moment, so they are published like the kubelet publishes projected volumes:
+//!
+//! ```text
+//! <out>/
+//!   ..1760000000_123456789.42/      one generation: the real files, written and fsynced
+//!     mesh-ca.pem                   0444
+//!     certChain.pem                 0444  (leaf, then intermediate)
+//!     key.pem                       0400  (PKCS#8 "PRIVATE KEY")
+//!     coordinator-root-ca.pem       0444
+//!   ..data -> ..1760000000_123456789.42
+//!   mesh-ca.pem -> ..data/mesh-ca.pem
+//!   certChain.pem -> ..data/certChain.pem
+//!   key.pem -> ..data/key.pem
+//!   coordinator-root-ca.pem -> ..data/coordinator-root-ca.pem
+//! ```
+//!
+//! A run writes a new hidden generation directory (`..<seconds>_<nanoseconds>.<pid>`) and
+//! fsyncs its files and itself; makes the visible names symlinks to `..data/<name>` (unless
+//! they already are; until `..data` exists they dangle, so nothing is readable); fsyncs `<out>`;
+//! switches `..data` atomically by creating the symlink `..data_tmp` and renaming it over
+//! `..data`; fsyncs `<out>` again; and finally removes older generation directories and
+//! temporary links left by interrupted runs. Killed before the rename, readers see the previous
+//! set (or nothing on a first run); after it, the new set. A rerun over an existing layout, or
+//! over plain files of an older Initializer, works. Opening `key.pem` follows the symlinks to a
+//! 0400 file, so the workload (same user) can read it and nobody else can.
 
+pub mod check;
 pub mod cli;
+mod write;
 
-use std::path::{Path, PathBuf};
+pub use check::{
+    CERT_CHAIN_FILE, KEY_FILE, MESH_CA_FILE, ROOT_CA_FILE, ReplyError, check_reply,
+    parse_pinned_root,
+};
+pub use write::{DATA_LINK, FILE_NAMES, write_files, write_files_observed};
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use nunki_api::meshapi::NewMeshCertRequest;
 use nunki_api::meshapi::mesh_api_client::MeshApiClient;
 use nunki_atls::cert::AttestingKey;
-use nunki_atls::grpc::{Target, connect};
+use nunki_atls::grpc::{ConnectError, Target, connect, describe_status};
+use nunki_atls::verify::{Clock, system_clock};
 use nunki_atls::{ClientIdentity, Issuer, ServerVerification};
 
 /// Default mesh API port.
@@ -25,17 +75,48 @@ pub enum InitError {
     /// Key generation failed.
     #[error("key generation: {0}")]
     Key(String),
-    /// The Coordinator's answer is malformed.
-    #[error("the Coordinator's answer: {0}")]
-    Answer(String),
+    /// The root CA given with `--coordinator-root` cannot be used.
+    #[error("--coordinator-root {path}: {reason}")]
+    PinnedRoot {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Every allowed attempt failed.
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        /// How many attempts were made.
+        attempts: u32,
+        /// Why the last one failed.
+        last: AttemptError,
+    },
     /// Writing the files failed.
     #[error("writing {path}: {reason}")]
     Write {
         /// File.
-        path: PathBuf,
+        path: std::path::PathBuf,
         /// What failed.
         reason: String,
     },
+}
+
+/// Why one attempt failed (it is retried).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AttemptError {
+    /// No aTLS connection: the Coordinator is unreachable, has no manifest yet (it closes
+    /// the handshake), or refused our attestation.
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    /// The Coordinator answered `NewMeshCert` with an error.
+    #[error("the Coordinator refused the certificate: {0}")]
+    Refused(String),
+    /// The Coordinator's reply failed the checks; nothing was written.
+    #[error("the Coordinator's reply was refused, nothing written: {0}")]
+    Reply(#[from] ReplyError),
+    /// The key could not be encoded.
+    #[error("encoding the private key: {0}")]
+    Key(String),
 }
 
 /// `host` or `host:port` (default port 7777); IPv6 literals in brackets.
@@ -63,7 +144,7 @@ pub fn coordinator_addr(host: &str) -> Result<String, InitError> {
 }
 
 /// The files a workload sees.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshFiles {
     /// `mesh-ca.pem`.
     pub mesh_ca: Vec<u8>,
@@ -75,67 +156,104 @@ pub struct MeshFiles {
     pub root_ca: Vec<u8>,
 }
 
-/// One attempt: a fresh connection, attestation, `NewMeshCert`.
+/// How [`request`] retries and what it accepts.
+#[derive(Clone)]
+pub struct RequestOptions {
+    /// Attempts before giving up (`None`: until it succeeds or the process is stopped).
+    pub attempts: Option<u32>,
+    /// Wait after the first failed attempt; doubled after each further one.
+    pub base_delay: Duration,
+    /// Longest wait between attempts.
+    pub max_delay: Duration,
+    /// Longest wait for the TCP connection, the handshake and the call, each.
+    pub timeout: Duration,
+    /// DER of the root CA the reply must chain to (`--coordinator-root`).
+    pub pinned_root: Option<Vec<u8>>,
+    /// The time certificates are checked at.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for RequestOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestOptions")
+            .field("attempts", &self.attempts)
+            .field("base_delay", &self.base_delay)
+            .field("max_delay", &self.max_delay)
+            .field("timeout", &self.timeout)
+            .field("pinned_root", &self.pinned_root.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RequestOptions {
+    /// Forever, from 500 ms doubling up to 30 s, 30 s timeouts, no pinned root, system clock.
+    fn default() -> Self {
+        Self {
+            attempts: None,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            timeout: Duration::from_secs(30),
+            pinned_root: None,
+            clock: system_clock(),
+        }
+    }
+}
+
+/// One attempt: a fresh connection, attestation, `NewMeshCert`, and the checks of
+/// [`check_reply`] against `key`.
 pub async fn request_once(
     addr: &str,
     key: Arc<AttestingKey>,
     issuer: Arc<dyn Issuer>,
-) -> Result<MeshFiles, String> {
+    opts: &RequestOptions,
+) -> Result<MeshFiles, AttemptError> {
     let identity = ClientIdentity::Attested {
         key: key.clone(),
         issuer,
     };
-    let ch = connect(&Target::new(
-        addr.to_string(),
-        ServerVerification::None,
-        identity,
-    ))
-    .await
-    .map_err(|e| e.to_string())?;
+    let target = Target::new(addr.to_string(), ServerVerification::None, identity)
+        .tcp_timeout(opts.timeout)
+        .handshake_timeout(opts.timeout)
+        .rpc_timeout(opts.timeout)
+        .peer_name(format!("the Coordinator at {addr}"));
+    let ch = connect(&target).await?;
     let r = MeshApiClient::new(ch.channel())
         .new_mesh_cert(NewMeshCertRequest {})
         .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .map_err(|s| AttemptError::Refused(describe_status(&s)))?
         .into_inner();
-    let key_pem =
-        der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &key.pkcs8_der())
-            .map_err(|e| e.to_string())?
-            .into_bytes();
-    for (name, pem) in [
-        ("mesh CA", &r.mesh_ca),
-        ("certificate chain", &r.cert_chain),
-        ("root CA", &r.root_ca),
-    ] {
-        let certs = nunki_attestation::snp::certs::pem_or_der_certs(pem)
-            .map_err(|e| format!("{name}: {e}"))?;
-        if certs.is_empty()
-            || !std::str::from_utf8(pem).is_ok_and(|t| t.contains("-----BEGIN CERTIFICATE-----"))
-        {
-            return Err(format!("{name} is not PEM"));
-        }
-    }
-    Ok(MeshFiles {
+    let files = MeshFiles {
         mesh_ca: r.mesh_ca,
         cert_chain: r.cert_chain,
-        key_pem,
+        key_pem: Vec::new(),
         root_ca: r.root_ca,
-    })
+    };
+    check_reply(
+        &files,
+        &key.spki_der(),
+        opts.pinned_root.as_deref(),
+        (opts.clock)(),
+    )?;
+    let key_pem =
+        der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &key.pkcs8_der())
+            .map_err(|e| AttemptError::Key(e.to_string()))?
+            .into_bytes();
+    Ok(MeshFiles { key_pem, ..files })
 }
 
-/// Requests the certificate, retrying with exponential backoff (capped) and one log line per
-/// attempt, until it succeeds or `attempts` is exhausted (`None` = forever).
+/// Requests the certificate with a fresh key, retrying with exponential backoff (capped) and
+/// one log line per attempt, until it succeeds or `opts.attempts` are used up.
 pub async fn request(
     addr: &str,
     issuer: Arc<dyn Issuer>,
-    attempts: Option<u32>,
-    base_delay: Duration,
+    opts: &RequestOptions,
 ) -> Result<MeshFiles, InitError> {
     let key = Arc::new(AttestingKey::generate().map_err(|e| InitError::Key(e.to_string()))?);
-    let mut delay = base_delay;
+    let mut delay = opts.base_delay;
     let mut n = 0u32;
     loop {
-        n += 1;
-        match request_once(addr, key.clone(), issuer.clone()).await {
+        n = n.saturating_add(1);
+        match request_once(addr, key.clone(), issuer.clone(), opts).await {
             Ok(files) => {
                 tracing::info!(
                     attempt = n,
@@ -145,50 +263,29 @@ pub async fn request(
                 return Ok(files);
             }
             Err(e) => {
-                tracing::warn!(attempt = n, coordinator = addr, error = %e, retry_in = ?delay, "no mesh certificate yet");
-                if attempts.is_some_and(|max| n >= max) {
-                    return Err(InitError::Answer(format!(
-                        "gave up after {n} attempts: {e}"
-                    )));
+                if opts.attempts.is_some_and(|max| n >= max) {
+                    tracing::warn!(attempt = n, coordinator = addr, error = %e, "no mesh certificate; giving up");
+                    return Err(InitError::GaveUp {
+                        attempts: n,
+                        last: e,
+                    });
                 }
+                tracing::warn!(attempt = n, coordinator = addr, error = %e, retry_in = ?delay, "no mesh certificate yet");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+                delay = delay.saturating_mul(2).min(opts.max_delay);
             }
         }
     }
 }
 
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), InitError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let err = |reason: String| InitError::Write {
-        path: path.clone(),
+/// Reads `--coordinator-root`: one PEM certificate; returns its DER.
+pub fn read_pinned_root(path: &std::path::Path) -> Result<Vec<u8>, InitError> {
+    let err = |reason: String| InitError::PinnedRoot {
+        path: path.to_path_buf(),
         reason,
     };
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| err(e.to_string()))?;
-    f.write_all(bytes).map_err(|e| err(e.to_string()))?;
-    f.sync_all().map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| err(e.to_string()))
-}
-
-/// Writes the four files into `dir` (key.pem with mode 0400), each atomically.
-pub fn write_files(dir: &Path, files: &MeshFiles) -> Result<(), InitError> {
-    std::fs::create_dir_all(dir).map_err(|e| InitError::Write {
-        path: dir.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    write_atomic(dir, "key.pem", &files.key_pem, 0o400)?;
-    write_atomic(dir, "certChain.pem", &files.cert_chain, 0o444)?;
-    write_atomic(dir, "mesh-ca.pem", &files.mesh_ca, 0o444)?;
-    write_atomic(dir, "coordinator-root-ca.pem", &files.root_ca, 0o444)
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    parse_pinned_root(&pem).map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]

@@ -179,8 +179,11 @@ async fn unlisted_policy_gives_up_with_the_reason() {
     let err = nunki_initializer::request(
         &c.mesh_api.to_string(),
         Arc::new(SimIssuer::new(platform, HostData([2; 32]))),
-        Some(2),
-        Duration::from_millis(10),
+        &nunki_initializer::RequestOptions {
+            attempts: Some(2),
+            base_delay: Duration::from_millis(10),
+            ..Default::default()
+        },
     )
     .await
     .unwrap_err();
