@@ -73,6 +73,10 @@ enum Command {
 /// nothing else built.
 fn multi_call(args: &[std::ffi::OsString]) -> Option<ExitCode> {
     let which = args.get(1)?.to_str()?;
+    if !which.starts_with("run-") {
+        return None;
+    }
+    exit_with_runner();
     let rest = args.get(2..).unwrap_or_default();
     let named =
         |name: &str| std::iter::once(std::ffi::OsString::from(name)).chain(rest.iter().cloned());
@@ -86,6 +90,26 @@ fn multi_call(args: &[std::ffi::OsString]) -> Option<ExitCode> {
         "run-demo-service" => Some(demo::service_main(named("nunki-demo-service"))),
         _ => None,
     }
+}
+
+/// A child of the demo's local runner ends when the runner does, however the runner ended
+/// (Ctrl-C, a kill, a crash): the runner names itself in `NUNKI_RUNNER_PARENT`, and a watcher
+/// thread exits once this process has been handed to another parent.
+fn exit_with_runner() {
+    let Some(parent) = std::env::var("NUNKI_RUNNER_PARENT")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return;
+    };
+    std::thread::spawn(move || {
+        loop {
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(143);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    });
 }
 
 fn main() -> ExitCode {

@@ -10,6 +10,7 @@
 //! - `COORDINATOR_HOST`, `NUNKI_USER_API`/`NUNKI_MESH_API`/`NUNKI_METRICS`,
 //!   `NUNKI_DEMO_BIND_IP`, `NUNKI_DEMO_HOSTS`: loopback addresses standing in for cluster DNS
 //!   and pod networking.
+//! - `NUNKI_RUNNER_PARENT`: the runner's process id; the child exits when the runner is gone.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -202,6 +203,7 @@ impl Processes {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .env("NUNKI_RUNNER_PARENT", std::process::id().to_string())
             .env("NUNKI_PLATFORM", "simulated")
             .env("NUNKI_SIM_HOST_DATA", host_data)
             .env("NUNKI_SIM_DIR", &self.sim_dir)
