@@ -35,66 +35,10 @@ pub enum GenerateError {
         /// YAML path of the pod's volumes.
         volumes_path: String,
     },
-    /// An env reference names a ConfigMap that none of the input files defines.
-    #[error(
-        "{resource}, container \"{container}\": ConfigMap \"{config_map}\" not found ({path}); pass the file that defines it, or mark the reference optional"
-    )]
-    MissingConfigMap {
-        /// `Kind namespace/name`.
-        resource: String,
-        /// Container name.
-        container: String,
-        /// YAML path of the reference.
-        path: String,
-        /// ConfigMap name.
-        config_map: String,
-    },
-    /// An env reference names a key the ConfigMap does not have.
-    #[error(
-        "{resource}, container \"{container}\": ConfigMap \"{config_map}\" has no key \"{key}\" ({path}); add the key to the ConfigMap, or mark the reference optional"
-    )]
-    MissingConfigMapKey {
-        /// `Kind namespace/name`.
-        resource: String,
-        /// Container name.
-        container: String,
-        /// YAML path of the reference.
-        path: String,
-        /// ConfigMap name.
-        config_map: String,
-        /// The missing key.
-        key: String,
-    },
-    /// An env reference names a Secret that none of the input files defines.
-    #[error(
-        "{resource}, container \"{container}\": Secret \"{secret}\" not found ({path}); pass the file that defines it, or mark the reference optional"
-    )]
-    MissingSecret {
-        /// `Kind namespace/name`.
-        resource: String,
-        /// Container name.
-        container: String,
-        /// YAML path of the reference.
-        path: String,
-        /// Secret name.
-        secret: String,
-    },
-    /// An env reference names a key the Secret does not have.
-    #[error(
-        "{resource}, container \"{container}\": Secret \"{secret}\" has no key \"{key}\" ({path}); add the key to the Secret, or mark the reference optional"
-    )]
-    MissingSecretKey {
-        /// `Kind namespace/name`.
-        resource: String,
-        /// Container name.
-        container: String,
-        /// YAML path of the reference.
-        path: String,
-        /// Secret name.
-        secret: String,
-        /// The missing key.
-        key: String,
-    },
+    /// An `env`/`envFrom` reference names a ConfigMap or Secret (or a key of one) that none of
+    /// the input files defines.
+    #[error("{0}")]
+    MissingReference(Box<MissingReference>),
     /// The pod uses a feature the generator (or Kata) cannot express in a policy.
     #[error("{resource}: {path}: {what} is not supported")]
     Unsupported {
@@ -131,6 +75,46 @@ pub enum GenerateError {
     /// The container data could not be turned into JSON (a bug).
     #[error("cannot serialize policy_data.containers: {0}")]
     Serialize(#[from] serde_json::Error),
+}
+
+/// Whether a reference is to a ConfigMap or a Secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A ConfigMap.
+    ConfigMap,
+    /// A Secret.
+    Secret,
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ConfigMap => "ConfigMap",
+            Self::Secret => "Secret",
+        })
+    }
+}
+
+/// Details of [`GenerateError::MissingReference`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{resource}, container \"{container}\": {kind} \"{name}\" {what} ({path}); {fix}, or mark the reference optional",
+    what = match key { Some(key) => format!("has no key \"{key}\""), None => "not found".to_owned() },
+    fix = match key { Some(_) => format!("add the key to the {kind}"), None => "pass the file that defines it".to_owned() }
+)]
+pub struct MissingReference {
+    /// `Kind namespace/name`.
+    pub resource: String,
+    /// Container name.
+    pub container: String,
+    /// YAML path of the reference.
+    pub path: String,
+    /// ConfigMap or Secret.
+    pub kind: SourceKind,
+    /// Its name.
+    pub name: String,
+    /// The missing key; `None` when the whole ConfigMap or Secret is missing.
+    pub key: Option<String>,
 }
 
 /// Details of [`GenerateError::GuestPullUser`].

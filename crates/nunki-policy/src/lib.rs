@@ -13,7 +13,8 @@ pub use data::{ContainerPolicy, ContainerSettings};
 pub use document::{DocumentError, PolicyDocument, PolicyFormat};
 pub use engine::{AgentPolicy, Decision, PolicyError};
 pub use generate::{
-    GenerateError, PolicyGenerator, generate_containers, generate_policy, generate_policy_data,
+    GenerateError, MissingReference, PolicyGenerator, SourceKind, generate_containers,
+    generate_policy, generate_policy_data,
 };
 pub use image_info::{ImageConfig, ImageEntry, ImageInfo, ImageInfoError, reference_has_digest};
 pub use input::{ConfigSources, PodInput, WorkloadKind};

@@ -4,7 +4,25 @@
 use k8s_openapi::api::core::v1::{Container, EnvVarSource};
 
 use super::Ctx;
-use crate::generate::GenerateError;
+use crate::generate::{GenerateError, MissingReference, SourceKind};
+
+fn missing(
+    ctx: &Ctx<'_>,
+    container: &Container,
+    path: String,
+    kind: SourceKind,
+    name: &str,
+    key: Option<&str>,
+) -> GenerateError {
+    GenerateError::MissingReference(Box::new(MissingReference {
+        resource: ctx.resource.clone(),
+        container: container.name.clone(),
+        path,
+        kind,
+        name: name.to_owned(),
+        key: key.map(str::to_owned),
+    }))
+}
 
 /// Placeholder for `fieldRef: metadata.name` (the rules substitute the sandbox name).
 const SANDBOX_NAME: &str = "$(sandbox-name)";
@@ -137,12 +155,14 @@ pub(crate) fn kubernetes_env(
                 }
                 None if cm.optional == Some(true) => {}
                 None => {
-                    return Err(GenerateError::MissingConfigMap {
-                        resource: ctx.resource.clone(),
-                        container: container.name.clone(),
+                    return Err(missing(
+                        ctx,
+                        container,
                         path,
-                        config_map: cm.name.clone(),
-                    });
+                        SourceKind::ConfigMap,
+                        &cm.name,
+                        None,
+                    ));
                 }
             }
         } else if let Some(secret) = &source.secret_ref {
@@ -154,12 +174,14 @@ pub(crate) fn kubernetes_env(
                 }
                 None if secret.optional == Some(true) => {}
                 None => {
-                    return Err(GenerateError::MissingSecret {
-                        resource: ctx.resource.clone(),
-                        container: container.name.clone(),
+                    return Err(missing(
+                        ctx,
+                        container,
                         path,
-                        secret: secret.name.clone(),
-                    });
+                        SourceKind::Secret,
+                        &secret.name,
+                        None,
+                    ));
                 }
             }
         } else {
@@ -196,23 +218,26 @@ fn value_from(
             if optional {
                 return Ok(None);
             }
-            return Err(GenerateError::MissingConfigMap {
-                resource: ctx.resource.clone(),
-                container: container.name.clone(),
-                path: format!("{path}.configMapKeyRef"),
-                config_map: key_ref.name.clone(),
-            });
+            return Err(missing(
+                ctx,
+                container,
+                format!("{path}.configMapKeyRef"),
+                SourceKind::ConfigMap,
+                &key_ref.name,
+                None,
+            ));
         };
         return match data.get(&key_ref.key) {
             Some(value) => Ok(Some(value.clone())),
             None if optional => Ok(None),
-            None => Err(GenerateError::MissingConfigMapKey {
-                resource: ctx.resource.clone(),
-                container: container.name.clone(),
-                path: format!("{path}.configMapKeyRef"),
-                config_map: key_ref.name.clone(),
-                key: key_ref.key.clone(),
-            }),
+            None => Err(missing(
+                ctx,
+                container,
+                format!("{path}.configMapKeyRef"),
+                SourceKind::ConfigMap,
+                &key_ref.name,
+                Some(&key_ref.key),
+            )),
         };
     }
     if let Some(key_ref) = &source.secret_key_ref {
@@ -221,23 +246,26 @@ fn value_from(
             if optional {
                 return Ok(None);
             }
-            return Err(GenerateError::MissingSecret {
-                resource: ctx.resource.clone(),
-                container: container.name.clone(),
-                path: format!("{path}.secretKeyRef"),
-                secret: key_ref.name.clone(),
-            });
+            return Err(missing(
+                ctx,
+                container,
+                format!("{path}.secretKeyRef"),
+                SourceKind::Secret,
+                &key_ref.name,
+                None,
+            ));
         };
         return match data.get(&key_ref.key) {
             Some(value) => Ok(Some(value.clone())),
             None if optional => Ok(None),
-            None => Err(GenerateError::MissingSecretKey {
-                resource: ctx.resource.clone(),
-                container: container.name.clone(),
-                path: format!("{path}.secretKeyRef"),
-                secret: key_ref.name.clone(),
-                key: key_ref.key.clone(),
-            }),
+            None => Err(missing(
+                ctx,
+                container,
+                format!("{path}.secretKeyRef"),
+                SourceKind::Secret,
+                &key_ref.name,
+                Some(&key_ref.key),
+            )),
         };
     }
     if let Some(field_ref) = &source.field_ref {
