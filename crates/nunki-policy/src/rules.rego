@@ -129,39 +129,39 @@ cc_linux := obj(object.get(cc_oci, "Linux", null))
 cc_res := obj(object.get(cc_linux, "Resources", null))
 cc_anno := obj(object.get(cc_oci, "Annotations", null))
 cc_root := obj(object.get(cc_oci, "Root", null))
-cc_cid := object.get(input, "container_id", "")
+cc_cid := input.container_id
 cc_type := object.get(cc_anno, K_CTYPE, "")
 cc_name := object.get(cc_anno, K_CNAME, "")
 cc_sname := object.get(cc_anno, K_SNAME, "")
 cc_sns := object.get(cc_anno, K_SNS, "")
 cc_sid := object.get(cc_anno, "io.kubernetes.cri.sandbox-id", "")
-cc_mounts := arr(object.get(cc_oci, "Mounts", []))
-cc_storages := arr(object.get(input, "storages", []))
+cc_mounts := cc_oci.Mounts
+cc_storages := input.storages
 cc_pull := [s | some s in cc_storages; s.driver == "image_guest_pull"]
-cc_devs := arr(object.get(input, "devices", []))
-cc_netns_list := [n.Path | some n in arr(object.get(cc_linux, "Namespaces", [])); n.Type == "network"]
+cc_devs := input.devices
+cc_netns_list := [n.Path | some n in cc_linux.Namespaces; n.Type == "network"]
 cc_netns := cc_netns_list[0] if count(cc_netns_list) == 1 else := ""
 cc_who := sprintf("container %s", [j(cc_name)]) if cc_type == "container" else := "sandbox (pause) container" if cc_type == "sandbox" else := sprintf("container of type %s", [j(cc_type)])
 
 # Fields that must be empty: each would let the host run code or change isolation in the guest.
 cc_empty := {
-	"shared_mounts": object.get(input, "shared_mounts", []),
-	"string_user": object.get(input, "string_user", null),
-	"OCI.Hooks": object.get(cc_oci, "Hooks", null),
-	"OCI.Solaris": object.get(cc_oci, "Solaris", null),
-	"OCI.Windows": object.get(cc_oci, "Windows", null),
-	"OCI.Linux.UIDMappings": object.get(cc_linux, "UIDMappings", []),
-	"OCI.Linux.GIDMappings": object.get(cc_linux, "GIDMappings", []),
-	"OCI.Linux.MountLabel": object.get(cc_linux, "MountLabel", ""),
-	"OCI.Linux.RootfsPropagation": object.get(cc_linux, "RootfsPropagation", ""),
-	"OCI.Linux.IntelRdt": object.get(cc_linux, "IntelRdt", null),
-	"OCI.Linux.Seccomp": object.get(cc_linux, "Seccomp", null),
+	"shared_mounts": input.shared_mounts,
+	"string_user": input.string_user,
+	"OCI.Hooks": cc_oci.Hooks,
+	"OCI.Solaris": cc_oci.Solaris,
+	"OCI.Windows": cc_oci.Windows,
+	"OCI.Linux.UIDMappings": cc_linux.UIDMappings,
+	"OCI.Linux.GIDMappings": cc_linux.GIDMappings,
+	"OCI.Linux.MountLabel": cc_linux.MountLabel,
+	"OCI.Linux.RootfsPropagation": cc_linux.RootfsPropagation,
+	"OCI.Linux.IntelRdt": cc_linux.IntelRdt,
+	"OCI.Linux.Seccomp": cc_linux.Seccomp,
 	"OCI.Linux.Resources.Devices": object.get(cc_res, "Devices", []),
 	"OCI.Linux.Resources.BlockIO": object.get(cc_res, "BlockIO", null),
 	"OCI.Linux.Resources.Network": object.get(cc_res, "Network", null),
 	"OCI.Linux.Resources.Pids": object.get(cc_res, "Pids", null),
-	"OCI.Process.SelinuxLabel": object.get(cc_proc, "SelinuxLabel", ""),
-	"OCI.Process.User.Username": object.get(cc_user, "Username", ""),
+	"OCI.Process.SelinuxLabel": cc_proc.SelinuxLabel,
+	"OCI.Process.User.Username": cc_user.Username,
 }
 
 # Candidates: the policy container of the same type (and, for workloads, the same name).
@@ -189,7 +189,10 @@ ci_ok("OCI") if {
 	is_object(input.OCI.Linux)
 }
 
-ci_ok("empty fields") if every _, v in cc_empty { empty(v) }
+ci_ok("empty fields") if {
+	is_object(cc_empty)
+	every _, v in cc_empty { empty(v) }
+}
 ci_ok("candidate") if cc_cands != set()
 ci_ok("state: sandbox_name") if pin_ok("sandbox_name", cc_sname)
 ci_ok("state: namespace") if pin_ok("namespace", cc_sns)
@@ -245,17 +248,29 @@ PL(i) := obj(PO(i).Linux)
 # The bundle ID, taken from the input root path where the policy has $(bundle-id).
 bundle(i) := m[0][1] if {
 	pat := replace(replace(object.get(obj(PO(i).Root), "Path", ""), "$(root_path)", C.root_path), "$(bundle-id)", "([0-9a-f]{64}|[a-z0-9][a-z0-9.-]*)")
-	m := regex.find_all_string_submatch_n(concat("", ["^", pat, "$"]), object.get(cc_root, "Path", ""), 1)
+	m := regex.find_all_string_submatch_n(concat("", ["^", pat, "$"]), cc_root.Path, 1)
 }
 
 cx(i, s) := xp(s, esc(bundle(i)), cc_sid)
 
-cc_ok(i, "sandbox_pidns") if object.get(P(i), "sandbox_pidns", false) == object.get(input, "sandbox_pidns", false)
-cc_msg(i, "sandbox_pidns") := gw(input.sandbox_pidns, object.get(P(i), "sandbox_pidns", false))
-cc_ok(i, "OCI.Version") if PO(i).Version == cc_oci.Version
-cc_msg(i, "OCI.Version") := gw(cc_oci.Version, PO(i).Version)
-cc_ok(i, "OCI.Root.Readonly") if object.get(obj(PO(i).Root), "Readonly", false) == object.get(cc_root, "Readonly", false)
-cc_msg(i, "OCI.Root.Readonly") := gw(cc_root.Readonly, PO(i).Root.Readonly)
+# Fields that must equal the policy's: candidate -> name -> [input, policy].
+cc_eq[i] := {
+	"sandbox_pidns": [input.sandbox_pidns, object.get(P(i), "sandbox_pidns", false)],
+	"OCI.Version": [cc_oci.Version, PO(i).Version],
+	"OCI.Root.Readonly": [cc_root.Readonly, object.get(PO(i).Root, "Readonly", false)],
+	"OCI.Process.Cwd": [cc_proc.Cwd, object.get(PP(i), "Cwd", "")],
+	"OCI.Process.NoNewPrivileges": [cc_proc.NoNewPrivileges, object.get(PP(i), "NoNewPrivileges", false)],
+	"OCI.Process.Terminal": [cc_proc.Terminal, object.get(PP(i), "Terminal", false)],
+	"OCI.Process.User.UID": [object.get(cc_user, "UID", null), PP(i).User.UID],
+	"OCI.Process.User.GID": [object.get(cc_user, "GID", null), PP(i).User.GID],
+} if some i in cc_cands
+
+cc_ok(i, c) if {
+	[got, want] := cc_eq[i][c]
+	got == want
+}
+
+cc_msg(i, c) := gw(got, want) if [got, want] := cc_eq[i][c]
 cc_ok(i, "OCI.Root.Path") if _ = bundle(i)
 cc_msg(i, "OCI.Root.Path") := sprintf("got %s, policy allows %s", [j(cc_root.Path), j(PO(i).Root.Path)])
 
@@ -271,9 +286,11 @@ anno_ok(i, k, v) if {
 	regex.match(vr, v)
 }
 
+# Annotation checks are named by their key; the message shows both values.
+cc_msg(i, k) := gw(object.get(cc_anno, k, null), object.get(PA(i), k, null)) if regex.match(`^(io\.|nerdctl/)`, k)
+
 cc_kata_type := {"sandbox": "pod_sandbox", "container": "pod_container"}
 cc_ok(i, "io.katacontainers.pkg.oci.container_type") if cc_anno["io.katacontainers.pkg.oci.container_type"] == cc_kata_type[cc_type]
-cc_msg(i, "io.katacontainers.pkg.oci.container_type") := gw(object.get(cc_anno, "io.katacontainers.pkg.oci.container_type", null), cc_kata_type[cc_type])
 
 cc_ok(i, "io.kubernetes.cri.sandbox-name") if {
 	has(cc_anno, K_SNAME)
@@ -281,13 +298,10 @@ cc_ok(i, "io.kubernetes.cri.sandbox-name") if {
 }
 
 cc_ok(i, "io.kubernetes.cri.sandbox-name") if regex.match(PA(i)[K_SNAME], cc_anno[K_SNAME])
-cc_msg(i, "io.kubernetes.cri.sandbox-name") := gw(object.get(cc_anno, K_SNAME, null), PA(i)[K_SNAME])
 
 cc_ok(i, "io.kubernetes.cri.sandbox-namespace") if PA(i)[K_SNS] in {"", cc_anno[K_SNS]}
-cc_msg(i, "io.kubernetes.cri.sandbox-namespace") := gw(object.get(cc_anno, K_SNS, null), PA(i)[K_SNS])
 
 cc_ok(i, "io.kubernetes.cri.sandbox-id") if regex.match(PA(i)["io.kubernetes.cri.sandbox-id"], cc_anno["io.kubernetes.cri.sandbox-id"])
-cc_msg(i, "io.kubernetes.cri.sandbox-id") := gw(object.get(cc_anno, "io.kubernetes.cri.sandbox-id", null), PA(i)["io.kubernetes.cri.sandbox-id"])
 
 cc_ok(i, "io.kubernetes.cri.container-name") if {
 	cc_type == "sandbox"
@@ -312,8 +326,6 @@ cc_ok(i, "nerdctl/network-namespace") if {
 	not has(PA(i), K_NETNS)
 }
 
-cc_msg(i, "nerdctl/network-namespace") := gw(object.get(cc_anno, K_NETNS, null), object.get(PA(i), K_NETNS, null))
-
 cc_ok(i, "io.kubernetes.cri.sandbox-log-directory") if {
 	cc_type == "sandbox"
 	regex.match(cc_logre(i), cc_anno[K_LOG])
@@ -326,7 +338,6 @@ cc_ok(i, "io.kubernetes.cri.sandbox-log-directory") if {
 }
 
 cc_logre(i) := replace(replace(PA(i)[K_LOG], "$(sandbox-name)", esc(cc_sname)), "$(sandbox-namespace)", esc(cc_sns))
-cc_msg(i, "io.kubernetes.cri.sandbox-log-directory") := gw(object.get(cc_anno, K_LOG, null), object.get(PA(i), K_LOG, null))
 
 # Image: the guest pulls storages[driver=image_guest_pull].source; it must be the policy's image
 # (same repository; same digest when the policy pins one, else the same tag).
@@ -349,7 +360,8 @@ cc_ok(i, "image") if {
 	image_ok(want, object.get(cc_anno, K_IMAGE, want))
 }
 
-cc_msg(i, "image") := sprintf("got %s (guest pull) and %s (annotation), policy allows %s", [j([s.source | some s in cc_pull]), j(object.get(cc_anno, K_IMAGE, null)), j(PA(i)[K_IMAGE])])
+cc_msg(i, "image") := "more than one image_guest_pull storage" if count(cc_pull) > 1
+else := sprintf("got %s (guest pull) and %s (annotation), policy allows %s", [j([s.source | some s in cc_pull]), j(object.get(cc_anno, K_IMAGE, null)), j(PA(i)[K_IMAGE])])
 
 img(r) := {"repo": repo(m[1]), "tag": m[2], "digest": m[3]} if {
 	ms := regex.find_all_string_submatch_n(`^(.+?)(?::([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@([A-Za-z0-9_+.-]+:[A-Fa-f0-9]+))?$`, r, 1)
@@ -390,9 +402,10 @@ cc_ok(i, "OCI.Mounts") if {
 	count({m.destination | some m in cc_mounts}) == count(cc_mounts)
 }
 
-cc_msg(i, "OCI.Mounts") := sprintf("got %s; policy allows %s", [j(bad), j(PO(i).Mounts)]) if {
+cc_msg(i, "OCI.Mounts") := sprintf("got %s, policy allows %s", [j(bad), j(want)]) if {
 	bad := [m | some m in cc_mounts; mhits(i, m) == set()]
 	bad != []
+	want := [pm | some pm in arr(PO(i).Mounts); pm.destination in {m.destination | some m in bad}]
 }
 else := sprintf("input mounts share policy mounts or destinations: %s", [j(cc_mounts)])
 
@@ -411,7 +424,8 @@ mount_ok(_, pm, m) if {
 	pm.type_ == "sysfs"
 	pm.destination == m.destination
 	pm.source == m.source
-	({o | some o in m.options} | {"rw"}) == ({o | some o in pm.options} | {"ro"})
+	ro := {o | some o in pm.options} | {"ro"}
+	ro == {o | some o in m.options} | {"rw"}
 }
 
 # cgroup v2: newer kernels add flags that the cluster settings allow.
@@ -423,7 +437,8 @@ mount_ok(_, pm, m) if {
 	po := {o | some o in pm.options}
 	io := {o | some o in m.options}
 	po - io == set()
-	(io - po) - {o | some o in policy_data.cluster_config.cgroup_mount_extras_allowed} == set()
+	extra := io - po
+	extra - {o | some o in policy_data.cluster_config.cgroup_mount_extras_allowed} == set()
 }
 
 # Block-device emptyDir: the mount source is where a blk/scsi storage is mounted.
@@ -549,27 +564,27 @@ cdi_ok(pv) if {
 
 ns_norm(t) := "mnt" if lower(t) == "mount" else := t
 ns_set(l) := {{"Type": ns_norm(n.Type), "Path": n.Path} | some n in arr(l); not n.Type in {"network", "cgroup"}}
-cc_ok(i, "OCI.Linux.Namespaces") if ns_set(PL(i).Namespaces) == ns_set(cc_linux.Namespaces)
+cc_ok(i, "OCI.Linux.Namespaces") if ns_set(object.get(PL(i), "Namespaces", [])) == ns_set(cc_linux.Namespaces)
 cc_msg(i, "OCI.Linux.Namespaces") := gw(cc_linux.Namespaces, PL(i).Namespaces)
 
-cc_imasked := arr(object.get(cc_linux, "MaskedPaths", []))
+cc_imasked := cc_linux.MaskedPaths
 cc_ok(i, "OCI.Linux.MaskedPaths") if every p in arr(object.get(PL(i), "MaskedPaths", [])) { p in cc_imasked }
 cc_msg(i, "OCI.Linux.MaskedPaths") := sprintf("missing %s", [j([p | some p in arr(object.get(PL(i), "MaskedPaths", [])); not p in cc_imasked])])
 
-cc_iro := array.concat(arr(object.get(cc_linux, "ReadonlyPaths", [])), cc_imasked)
+cc_iro := array.concat(cc_linux.ReadonlyPaths, cc_imasked)
 cc_ok(i, "OCI.Linux.ReadonlyPaths") if every p in arr(object.get(PL(i), "ReadonlyPaths", [])) { p in cc_iro }
 cc_msg(i, "OCI.Linux.ReadonlyPaths") := sprintf("missing %s", [j([p | some p in arr(object.get(PL(i), "ReadonlyPaths", [])); not p in cc_iro])])
 
-cc_ok(i, "OCI.Linux.Devices") if every d in arr(object.get(cc_linux, "Devices", [])) { d.Path in {p.Path | some p in arr(object.get(PL(i), "Devices", []))} }
+cc_ok(i, "OCI.Linux.Devices") if every d in cc_linux.Devices { d.Path in {p.Path | some p in arr(object.get(PL(i), "Devices", []))} }
 cc_msg(i, "OCI.Linux.Devices") := gw(cc_linux.Devices, object.get(PL(i), "Devices", []))
 
 cc_ok(i, "OCI.Linux.Sysctl") if bad_sysctl(i) == {}
 cc_msg(i, "OCI.Linux.Sysctl") := gw(bad_sysctl(i), object.get(PL(i), "Sysctl", {}))
-bad_sysctl(i) := {k: v | some k, v in obj(object.get(cc_linux, "Sysctl", {})); not obj(object.get(PL(i), "Sysctl", {}))[k] == v}
+bad_sysctl(i) := {k: v | some k, v in cc_linux.Sysctl; not object.get(PL(i), "Sysctl", {})[k] == v}
 
 # Process.
-cc_ok(i, "OCI.Process.Args") if args_ok(arr(object.get(PP(i), "Args", [])), arr(object.get(cc_proc, "Args", [])), cc_sname)
-cc_msg(i, "OCI.Process.Args") := gw(object.get(cc_proc, "Args", []), object.get(PP(i), "Args", []))
+cc_ok(i, "OCI.Process.Args") if args_ok(object.get(PP(i), "Args", []), cc_proc.Args, cc_sname)
+cc_msg(i, "OCI.Process.Args") := gw(cc_proc.Args, object.get(PP(i), "Args", []))
 
 args_ok(pa, ia, sname) if {
 	count(pa) == count(ia)
@@ -580,29 +595,14 @@ arg_ok(p, a, _) if replace(p, "$$", "$") == a
 arg_ok(p, _, _) if contains(p, "$(node-name)")
 arg_ok(p, a, sname) if replace(replace(p, "$$", "$"), "$(sandbox-name)", sname) == a
 
-cc_ok(i, "OCI.Process.Cwd") if object.get(PP(i), "Cwd", "") == object.get(cc_proc, "Cwd", "")
-cc_msg(i, "OCI.Process.Cwd") := gw(cc_proc.Cwd, PP(i).Cwd)
-cc_ok(i, "OCI.Process.NoNewPrivileges") if object.get(PP(i), "NoNewPrivileges", false) == object.get(cc_proc, "NoNewPrivileges", false)
-cc_msg(i, "OCI.Process.NoNewPrivileges") := gw(cc_proc.NoNewPrivileges, PP(i).NoNewPrivileges)
-cc_ok(i, "OCI.Process.Terminal") if object.get(PP(i), "Terminal", false) == object.get(cc_proc, "Terminal", false)
-cc_msg(i, "OCI.Process.Terminal") := gw(cc_proc.Terminal, PP(i).Terminal)
-cc_ok(i, "OCI.Process.User.UID") if user_ok(PP(i), cc_proc, "UID")
-cc_msg(i, "OCI.Process.User.UID") := gw(cc_user.UID, PP(i).User.UID)
-cc_ok(i, "OCI.Process.User.GID") if user_ok(PP(i), cc_proc, "GID")
-cc_msg(i, "OCI.Process.User.GID") := gw(cc_user.GID, PP(i).User.GID)
-cc_ok(i, "OCI.Process.User.AdditionalGids") if user_ok(PP(i), cc_proc, "AdditionalGids")
+cc_ok(i, "OCI.Process.User.AdditionalGids") if gids_ok(PP(i), cc_proc)
 cc_msg(i, "OCI.Process.User.AdditionalGids") := gw(cc_user.AdditionalGids, PP(i).User.AdditionalGids)
-
-user_ok(pp, ip, "UID") if object.get(obj(pp.User), "UID", 0) == object.get(obj(ip.User), "UID", 0)
-user_ok(pp, ip, "GID") if object.get(obj(pp.User), "GID", 0) == object.get(obj(ip.User), "GID", 0)
-user_ok(pp, ip, "AdditionalGids") if {
-	{g | some g in arr(object.get(obj(pp.User), "AdditionalGids", []))} == {g | some g in arr(object.get(obj(ip.User), "AdditionalGids", []))}
-}
+gids_ok(pp, ip) if {g | some g in pp.User.AdditionalGids} == {g | some g in ip.User.AdditionalGids}
 
 cc_ok(i, "OCI.Process.Env") if bad_env(PP(i), cc_proc, cc_sname, cc_sns) == []
 cc_msg(i, "OCI.Process.Env") := sprintf("got unexpected %s, policy allows %s", [j(bad_env(PP(i), cc_proc, cc_sname, cc_sns)), j(object.get(PP(i), "Env", []))])
 
-bad_env(pp, ip, sname, sns) := [v | some v in arr(object.get(ip, "Env", [])); not env_ok(arr(object.get(pp, "Env", [])), v, sname, sns)]
+bad_env(pp, ip, sname, sns) := [v | some v in ip.Env; not env_ok(object.get(pp, "Env", []), v, sname, sns)]
 env_ok(penv, v, _, _) if v in penv
 env_ok(penv, v, sname, sns) if {
 	some p in penv
@@ -643,11 +643,11 @@ else := c
 strip_cap(s) := substring(s, 4, -1) if startswith(s, "CAP_") else := s
 cc_ok(i, "OCI.Process.Capabilities") if {
 	pc := obj(object.get(PP(i), "Capabilities", null))
-	ic := obj(object.get(cc_proc, "Capabilities", null))
+	ic := obj(cc_proc.Capabilities)
 	every k in CAPS { caps(object.get(pc, k, [])) == caps(object.get(ic, k, [])) }
 }
 
-cc_msg(i, "OCI.Process.Capabilities") := gw(object.get(cc_proc, "Capabilities", null), object.get(PP(i), "Capabilities", null))
+cc_msg(i, "OCI.Process.Capabilities") := gw(cc_proc.Capabilities, object.get(PP(i), "Capabilities", null))
 
 cc_ok(i, "state: container_id") if not has(SC, cc_cid)
 cc_ok(i, "state: container_id") if SC[cc_cid] == i
@@ -669,11 +669,11 @@ ExecProcessRequest := false if {
 }
 
 ep_allowed if every c in array.concat(ep_in_checks, ep_ct_checks) { ep_ok(c) }
-ep_proc := obj(object.get(input, "process", null))
-ep_cid := object.get(input, "container_id", "")
+ep_proc := obj(input.process)
+ep_cid := input.container_id
 ep_p := policy_data.containers[SC[ep_cid]]
 ep_pp := obj(ep_p.OCI.Process)
-ep_args := arr(object.get(ep_proc, "Args", []))
+ep_args := ep_proc.Args
 ep_modes contains "listed" if ep_args in RD.ExecProcessRequest.allowed_commands
 ep_modes contains "regex" if {
 	some r in RD.ExecProcessRequest.regex
@@ -687,22 +687,30 @@ ep_in_checks := ["process", "string_user", "process.SelinuxLabel", "process.Appa
 ep_ct_checks := ["process.Args", "process.Cwd", "process.NoNewPrivileges", "process.Terminal", "process.User.UID", "process.User.GID", "process.User.AdditionalGids", "process.Env", "process.Capabilities"]
 
 ep_ok("process") if is_object(input.process)
-ep_ok("string_user") if object.get(input, "string_user", null) == null
-ep_ok("process.SelinuxLabel") if object.get(ep_proc, "SelinuxLabel", "") == ""
-ep_ok("process.ApparmorProfile") if object.get(ep_proc, "ApparmorProfile", "") == ""
+ep_ok("string_user") if input.string_user == null
+ep_ok("process.SelinuxLabel") if ep_proc.SelinuxLabel == ""
+ep_ok("process.ApparmorProfile") if ep_proc.ApparmorProfile == ""
 ep_ok("container_id") if _ = ep_p
 ep_ok("process.Args") if ep_modes != set()
-ep_ok("process.Cwd") if object.get(ep_pp, "Cwd", "") == object.get(ep_proc, "Cwd", "")
-ep_ok("process.NoNewPrivileges") if object.get(ep_pp, "NoNewPrivileges", false) == object.get(ep_proc, "NoNewPrivileges", false)
+ep_ok(c) if {
+	[got, want] := ep_eq[c]
+	got == want
+}
+
+ep_msg(c) := gw(got, want) if [got, want] := ep_eq[c]
+ep_eq := {
+	"process.Cwd": [ep_proc.Cwd, object.get(ep_pp, "Cwd", "")],
+	"process.NoNewPrivileges": [ep_proc.NoNewPrivileges, object.get(ep_pp, "NoNewPrivileges", false)],
+	"process.User.UID": [object.get(obj(ep_proc.User), "UID", null), ep_pp.User.UID],
+	"process.User.GID": [object.get(obj(ep_proc.User), "GID", null), ep_pp.User.GID],
+}
 
 # Listed and regex commands may be interactive; probe commands run like the probe.
 ep_ok("process.Terminal") if ep_modes - {"probe"} != set()
-ep_ok("process.Terminal") if object.get(ep_pp, "Terminal", false) == object.get(ep_proc, "Terminal", false)
-ep_ok("process.User.UID") if user_ok(ep_pp, ep_proc, "UID")
-ep_ok("process.User.GID") if user_ok(ep_pp, ep_proc, "GID")
-ep_ok("process.User.AdditionalGids") if user_ok(ep_pp, ep_proc, "AdditionalGids")
+ep_ok("process.Terminal") if object.get(ep_pp, "Terminal", false) == ep_proc.Terminal
+ep_ok("process.User.AdditionalGids") if gids_ok(ep_pp, ep_proc)
 ep_ok("process.Env") if bad_env(ep_pp, ep_proc, object.get(S, "sandbox_name", ""), object.get(S, "namespace", "")) == []
-ep_ok("process.Capabilities") if object.get(ep_proc, "Capabilities", null) == null
+ep_ok("process.Capabilities") if ep_proc.Capabilities == null
 
 ep_msg("process") := "must be set"
 ep_msg("string_user") := sprintf("must be null, got %s", [j(input.string_user)])
@@ -710,11 +718,7 @@ ep_msg("process.SelinuxLabel") := sprintf("must be empty, got %s", [j(ep_proc.Se
 ep_msg("process.ApparmorProfile") := sprintf("must be empty, got %s", [j(ep_proc.ApparmorProfile)])
 ep_msg("container_id") := "no container with this ID was created under this policy"
 ep_msg("process.Args") := sprintf("got %s, policy allows %s for this container, %s for all (request_defaults.ExecProcessRequest.allowed_commands) and commands matching %s", [j(ep_args), j(object.get(ep_p, "exec_commands", [])), j(RD.ExecProcessRequest.allowed_commands), j(RD.ExecProcessRequest.regex)])
-ep_msg("process.Cwd") := gw(ep_proc.Cwd, ep_pp.Cwd)
-ep_msg("process.NoNewPrivileges") := gw(ep_proc.NoNewPrivileges, ep_pp.NoNewPrivileges)
 ep_msg("process.Terminal") := gw(ep_proc.Terminal, ep_pp.Terminal)
-ep_msg("process.User.UID") := gw(ep_proc.User.UID, ep_pp.User.UID)
-ep_msg("process.User.GID") := gw(ep_proc.User.GID, ep_pp.User.GID)
 ep_msg("process.User.AdditionalGids") := gw(ep_proc.User.AdditionalGids, ep_pp.User.AdditionalGids)
 ep_msg("process.Env") := sprintf("got unexpected %s, policy allows %s", [j(bad_env(ep_pp, ep_proc, object.get(S, "sandbox_name", ""), object.get(S, "namespace", ""))), j(object.get(ep_pp, "Env", []))])
 ep_msg("process.Capabilities") := sprintf("must be null (the container's own capabilities apply), got %s", [j(ep_proc.Capabilities)])
@@ -741,8 +745,8 @@ CopyFileRequest := false if {
 }
 
 cf_allowed if every c in ["file_type", "path", "symlink_target"] { cf_ok(c) }
-cf_path := object.get(input, "path", "")
-cf_type := object.get(input, "file_type", "")
+cf_path := input.path
+cf_type := input.file_type
 
 # Symlinks may not replace a top-level shared file (those are mount sources).
 cf_suffix := ".*/.+" if cf_type == "Symlink" else := ""
@@ -764,7 +768,7 @@ cf_ok("symlink_target") if {
 
 cf_msg("file_type") := sprintf("got %s, policy allows Regular, Directory or Symlink", [j(cf_type)])
 cf_msg("path") := sprintf("got %s, policy allows paths matching %s without \"..\"", [j(cf_path), j(cf_res)])
-cf_msg("symlink_target") := sprintf("got %s, policy allows relative targets without \"..\"", [j(object.get(input, "symlink_target", null))])
+cf_msg("symlink_target") := sprintf("got %s, policy allows relative targets without \"..\"", [j(input.symlink_target)])
 
 why_CopyFileRequest contains sprintf("%s: %s", [c, cf_msg(c)]) if {
 	some c in ["file_type", "path", "symlink_target"]
@@ -782,11 +786,11 @@ CreateSandboxRequest := false if {
 sb_storage(s) := {k: object.get(s, k, v) | some k, v in {"driver": "", "driver_options": [], "source": "", "fstype": "", "options": [], "mount_point": "", "fs_group": null, "shared": false}}
 sb_allowed := {sb_storage(s) | some s in policy_data.sandbox.storages}
 
-why_CreateSandboxRequest contains sprintf("guest_hook_path: must be empty, got %s", [j(input.guest_hook_path)]) if not object.get(input, "guest_hook_path", "") == ""
-why_CreateSandboxRequest contains sprintf("kernel_modules: must be empty, got %s", [j(input.kernel_modules)]) if not object.get(input, "kernel_modules", []) == []
-why_CreateSandboxRequest contains "sandbox_pidns: got true, policy allows false" if not object.get(input, "sandbox_pidns", false) == false
+why_CreateSandboxRequest contains sprintf("guest_hook_path: must be empty, got %s", [j(input.guest_hook_path)]) if input.guest_hook_path != ""
+why_CreateSandboxRequest contains sprintf("kernel_modules: must be empty, got %s", [j(input.kernel_modules)]) if input.kernel_modules != []
+why_CreateSandboxRequest contains "sandbox_pidns: got true, policy allows false" if input.sandbox_pidns != false
 why_CreateSandboxRequest contains sprintf("storages: got %s, policy allows %s", [j(s), j(policy_data.sandbox.storages)]) if {
-	some s in arr(object.get(input, "storages", []))
+	some s in input.storages
 	not sb_storage(s) in sb_allowed
 }
 
@@ -823,13 +827,13 @@ UpdateInterfaceRequest := false if {
 	say(why_UpdateInterfaceRequest)
 }
 
-ui := obj(object.get(input, "interface", null))
+ui := obj(input.interface)
 why_UpdateInterfaceRequest contains "interface: must be set" if ui == {}
 why_UpdateInterfaceRequest contains sprintf("interface.raw_flags: got %d, policy allows only flags %d", [ui.raw_flags, RD.UpdateInterfaceRequest.allow_raw_flags]) if bits.and(ui.raw_flags, bits.negate(RD.UpdateInterfaceRequest.allow_raw_flags)) != 0
 why_UpdateInterfaceRequest contains sprintf("interface.name: %s is forbidden", [j(ui.name)]) if ui.name in RD.UpdateInterfaceRequest.forbidden_names
 why_UpdateInterfaceRequest contains sprintf("interface.hwAddr: %s is forbidden", [j(ui.hwAddr)]) if ui.hwAddr in RD.UpdateInterfaceRequest.forbidden_hw_addrs
 why_UpdateInterfaceRequest contains sprintf("interface.IPAddresses[%d]: %s is a loopback address", [k, j(a.address)]) if {
-	some k, a in arr(object.get(ui, "IPAddresses", []))
+	some k, a in ui.IPAddresses
 	loopback(a.address)
 }
 
@@ -840,7 +844,7 @@ AddARPNeighborsRequest := false if {
 }
 
 ARP := RD.AddARPNeighborsRequest
-ARPN := arr(object.get(obj(object.get(input, "neighbors", null)), "ARPNeighbors", null))
+ARPN := arr(object.get(obj(input.neighbors), "ARPNeighbors", null))
 why_AddARPNeighborsRequest contains "neighbors.ARPNeighbors: must be set" if not is_array(input.neighbors.ARPNeighbors)
 why_AddARPNeighborsRequest contains sprintf("neighbors.ARPNeighbors[%d].device: %s is forbidden", [k, j(n.device)]) if {
 	some k, n in ARPN
