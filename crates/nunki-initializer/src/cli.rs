@@ -5,12 +5,18 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use nunki_atls::{Issuer, PlatformChoice, open_issuer};
 use nunki_attestation::sim::default_sim_dir;
 use nunki_manifest::{HostData, Measurement};
+
+/// Environment variable (tests only): milliseconds to pause after each step of publishing the
+/// files, so that tests can kill the process in the middle of it.
+#[doc(hidden)]
+pub const STEP_PAUSE_ENV: &str = "NUNKI_INITIALIZER_TEST_STEP_PAUSE_MS";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Platform {
@@ -85,7 +91,18 @@ async fn run(a: Args) -> Result<()> {
         ..crate::RequestOptions::default()
     };
     let files = crate::request(&addr, issuer, &opts).await?;
-    crate::write_files(&a.out, &files)?;
+    // Test hook, not a user setting: a pause after every step of the write widens the
+    // window in which tests kill the process, so kills land at every step.
+    let pause = std::env::var(STEP_PAUSE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    crate::write_files_observed(&a.out, &files, &mut |_| {
+        if let Some(p) = pause {
+            std::thread::sleep(p);
+        }
+        Ok(())
+    })?;
     tracing::info!(dir = %a.out.display(), "wrote mesh-ca.pem, certChain.pem, key.pem, coordinator-root-ca.pem");
     Ok(())
 }
