@@ -179,9 +179,12 @@ async fn sigkill_at_any_moment_leaves_all_or_nothing() {
         }
     }
     eprintln!("{tally:?}");
+    // Most kills of the slowed-down runs land inside the write; were none to, the runs would
+    // prove little. (Kills after the switch, during cleanup, are covered step by step by
+    // `failpoint_after_every_write_step`.)
     assert!(
-        tally.mid_write >= 5 && tally.switched >= 1 && tally.before_write >= 1,
-        "the kills did not spread over the write: {tally:?}"
+        tally.mid_write >= 5,
+        "too few kills landed while the files were being written: {tally:?}"
     );
 
     // A last run over whatever the kills left behind repairs the layout.
