@@ -804,6 +804,15 @@ UpdateRoutesRequest := false if {
 	say(why_UpdateRoutesRequest)
 }
 
+# These kinds are allowed when nothing is wrong, so a settings section they need must exist.
+cfg(sec, ks) := [] if every k in ks { is_array(RD[sec][k]) }
+else := [sprintf("policy_data.request_defaults.%s is incomplete (needs %s)", [sec, concat(", ", ks)])]
+
+why_UpdateRoutesRequest contains m if some m in cfg("UpdateRoutesRequest", ["forbidden_device_names", "forbidden_source_regex"])
+why_UpdateInterfaceRequest contains m if some m in cfg("UpdateInterfaceRequest", ["forbidden_names", "forbidden_hw_addrs"])
+why_UpdateInterfaceRequest contains m if some m in cfg("UpdateRoutesRequest", ["forbidden_source_regex"])
+why_AddARPNeighborsRequest contains m if some m in cfg("AddARPNeighborsRequest", ["forbidden_device_names", "forbidden_cidrs_regex", "allowed_states"])
+
 loopback(a) if {
 	some r in RD.UpdateRoutesRequest.forbidden_source_regex
 	regex.match(r, split(a, "/")[0])

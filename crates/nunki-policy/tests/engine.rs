@@ -1133,3 +1133,100 @@ fn rules_stay_compact() {
         doc.annotation_value.len()
     );
 }
+
+#[test]
+fn image_references_are_compared_normalized() {
+    let dir = "state/execprocessdeployment";
+    let good = case(
+        dir,
+        "create container request for deployment's only container",
+    );
+    let digest_a = format!("sha256:{}", "a".repeat(64));
+    let digest_b = format!("sha256:{}", "b".repeat(64));
+    let verdict = |policy_image: &str, pulled: &str| {
+        let mut containers = containers_for(dir);
+        containers[1]["OCI"]["Annotations"]["io.kubernetes.cri.image-name"] = json!(policy_image);
+        let mut req = good.clone();
+        req["storages"][0]["source"] = json!(pulled);
+        req["OCI"]["Annotations"]["io.kubernetes.cri.image-name"] = json!(pulled);
+        let d = AgentPolicy::new(&policy_with(containers))
+            .unwrap()
+            .evaluate("CreateContainerRequest", &req)
+            .unwrap();
+        if !d.allowed {
+            assert_denied_for(&d, &["container \"execprocessnamed\": image: got"]);
+        }
+        d.allowed
+    };
+    // Docker Hub short names and the implicit latest tag.
+    assert!(verdict(
+        "busybox:latest",
+        "docker.io/library/busybox:latest"
+    ));
+    assert!(verdict("busybox", "docker.io/library/busybox"));
+    assert!(verdict(
+        "library/busybox:1.36",
+        "index.docker.io/library/busybox:1.36"
+    ));
+    assert!(!verdict("busybox:latest", "docker.io/library/busybox:1.36"));
+    assert!(!verdict("busybox:latest", "docker.io/evil/busybox:latest"));
+    assert!(!verdict(
+        "busybox:latest",
+        "quay.io/prometheus/busybox:latest"
+    ));
+    // A pinned digest must be pulled by that digest; the tag does not matter then.
+    assert!(verdict(
+        &format!("busybox:1.36@{digest_a}"),
+        &format!("docker.io/library/busybox@{digest_a}")
+    ));
+    assert!(!verdict(
+        &format!("busybox:1.36@{digest_a}"),
+        &format!("docker.io/library/busybox@{digest_b}")
+    ));
+    assert!(!verdict(
+        &format!("busybox:1.36@{digest_a}"),
+        "docker.io/library/busybox:1.36"
+    ));
+    // A registry with a port is not a tag.
+    assert!(verdict("localhost:5000/app", "localhost:5000/app:latest"));
+    assert!(!verdict("localhost:5000/app", "localhost:5001/app:latest"));
+}
+
+#[test]
+fn incomplete_settings_fail_closed() {
+    let mut pd = Settings::default().policy_data(json!([]));
+    pd["request_defaults"]
+        .as_object_mut()
+        .unwrap()
+        .remove("UpdateRoutesRequest");
+    pd["request_defaults"]["AddARPNeighborsRequest"]
+        .as_object_mut()
+        .unwrap()
+        .remove("allowed_states");
+    let mut e = AgentPolicy::new(&render_policy(&pd)).unwrap();
+    // Requests that the complete settings allow.
+    let routes = json!({"routes": {"Routes": [{"device": "eth0", "gateway": "10.0.0.1"}]}});
+    let iface = json!({"interface": {"name": "eth0", "IPAddresses": [{"address": "10.0.0.2"}]}});
+    let arp = json!({"neighbors": {"ARPNeighbors": [{"device": "eth0", "state": 2, "toIPAddress": {"address": "10.0.0.1"}}]}});
+    let mut full = AgentPolicy::new(&policy_with(json!([]))).unwrap();
+    for (kind, req, needle) in [
+        (
+            "UpdateRoutesRequest",
+            &routes,
+            "request_defaults.UpdateRoutesRequest is incomplete",
+        ),
+        (
+            "UpdateInterfaceRequest",
+            &iface,
+            "request_defaults.UpdateRoutesRequest is incomplete",
+        ),
+        (
+            "AddARPNeighborsRequest",
+            &arp,
+            "request_defaults.AddARPNeighborsRequest is incomplete",
+        ),
+    ] {
+        assert!(full.evaluate(kind, req).unwrap().allowed, "{kind}");
+        assert_denied_for(&e.evaluate(kind, req).unwrap(), &[needle]);
+    }
+}

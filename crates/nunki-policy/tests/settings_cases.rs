@@ -122,3 +122,48 @@ fn denied_sysctl_names_the_field() {
         d.reasons
     );
 }
+
+#[test]
+fn upstream_oci_version_drop_in_applies_and_changes_the_verdict() {
+    let drop_ins = testdata().join("kata-policy/src/tools/genpolicy/drop-in-examples");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        drop_ins.join("20-oci-1.2.0-drop-in.json"),
+        dir.path().join("20-oci-1.2.0-drop-in.json"),
+    )
+    .unwrap();
+    let settings = Settings::default().with_drop_ins(dir.path()).unwrap();
+    assert_eq!(settings.kata_config.oci_version, "1.2.0");
+
+    // The derived pause entry says Version 1.1.0, so the runtime's 1.1.0 request still passes;
+    // an entry generated with the new version refuses it and says why.
+    let mut containers = read_json(
+        testdata().join("kata-policy/derived/createcontainer-sysctls.policy_data.containers.json"),
+    );
+    containers[0]["OCI"]["Version"] = json!(settings.kata_config.oci_version);
+    let mut engine = AgentPolicy::new(&render_policy(&settings.policy_data(containers))).unwrap();
+    let cases = read_json(cases_dir().join("createcontainer/sysctls/testcases.json"));
+    let d = engine
+        .evaluate("CreateContainerRequest", &cases[0]["request"])
+        .unwrap();
+    assert!(!d.allowed);
+    assert!(
+        d.reasons
+            .iter()
+            .any(|r| r.contains("OCI.Version: got \"1.1.0\", policy allows \"1.2.0\"")),
+        "{:#?}",
+        d.reasons
+    );
+
+    // Drop-ins that patch the container templates are not ours to apply: a clear error.
+    let err = Settings::default()
+        .with_override(
+            "10-non-coco-drop-in.json",
+            &std::fs::read_to_string(drop_ins.join("10-non-coco-drop-in.json")).unwrap(),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("10-non-coco-drop-in.json"),
+        "{err}"
+    );
+}
