@@ -62,9 +62,9 @@ pub enum KubeError {
         /// The directory.
         path: PathBuf,
     },
-    /// A file exceeds the size limit for hostile input.
+    /// A file, or all files up to this one, exceed the size limit for hostile input.
     #[error(
-        "{path} is {size} bytes, more than the limit of {limit} bytes for one YAML file; split it into several files"
+        "{path}: {size} bytes of YAML, more than the limit of {limit} bytes; split the input or leave out files that are not Kubernetes resources"
     )]
     TooLarge {
         /// The file.

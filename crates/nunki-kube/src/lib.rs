@@ -23,6 +23,20 @@
 //! not know pass through with their content and order unchanged. Pod specs are additionally
 //! read into `k8s_openapi`'s typed `PodSpec`; a field that typed struct would drop is an error
 //! where it could change what a container runs and a warning elsewhere.
+//!
+//! Decisions worth knowing:
+//! - **Input**: directories contribute their `*.yaml`/`*.yml` files sorted by name, without
+//!   descending into subdirectories (like `kubectl apply -f DIR`); files named explicitly are
+//!   read whatever their extension; a file named twice is read once.
+//! - **YAML dialect**: scalars are read as `kubectl` reads them (YAML 1.1: `yes`/`on` are
+//!   booleans, `0644` is octal); duplicate keys are errors; limits: [`MAX_FILE_BYTES`] per
+//!   file, [`MAX_TOTAL_BYTES`] in all, [`MAX_DEPTH`] levels, alias expansion capped.
+//! - **Document numbers** ([`WorkloadRef::document`]) count non-empty documents from 0.
+//! - **Output**: a file whose documents did not change is never rewritten (comments and
+//!   formatting survive); a changed file is re-emitted as a whole and loses its comments.
+//!   Strings YAML 1.1 would read as something else are quoted.
+//! - **Workload secret IDs**: `<group>/<version>/<kind>/<namespace>/<name>` with `core` for the
+//!   core group and `default` for no namespace ([`WorkloadRef::workload_secret_id`]).
 
 mod error;
 mod kinds;
@@ -36,7 +50,7 @@ mod write;
 
 pub use error::{Diagnostic, Diagnostics, KubeError};
 pub use node::{Mapping, Node};
-pub use read::{MAX_DEPTH, MAX_FILE_BYTES};
+pub use read::{MAX_DEPTH, MAX_FILE_BYTES, MAX_TOTAL_BYTES};
 pub use resources::Resources;
 pub use rewrite::{
     COORDINATOR_HOST_ENV, DEFAULT_COORDINATOR_HOST, DEFAULT_RUNTIME_CLASS, INITIALIZER_NAME,

@@ -9,6 +9,9 @@ use crate::node::Node;
 /// leaves room for thousands of resources per file while bounding memory for hostile input.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Largest total of all input files together.
+pub const MAX_TOTAL_BYTES: u64 = 512 * 1024 * 1024;
+
 /// Deepest nesting of mappings and sequences we accept (CRD schemas are the deepest real
 /// resources; pod specs stay below 20).
 pub const MAX_DEPTH: usize = 128;

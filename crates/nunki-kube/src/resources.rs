@@ -118,8 +118,17 @@ impl Resources {
     pub fn read(paths: &[PathBuf]) -> Result<Resources, KubeError> {
         let files = read::input_files(paths)?;
         let mut texts = Vec::with_capacity(files.len());
+        let mut total: u64 = 0;
         for path in files {
             let text = read::read_file(&path)?;
+            total = total.saturating_add(text.len() as u64);
+            if total > read::MAX_TOTAL_BYTES {
+                return Err(KubeError::TooLarge {
+                    path,
+                    size: total,
+                    limit: read::MAX_TOTAL_BYTES,
+                });
+            }
             texts.push((path, text));
         }
         Self::from_texts(texts)

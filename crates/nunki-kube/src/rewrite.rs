@@ -5,7 +5,7 @@ use crate::error::{Diagnostic, Diagnostics, KubeError};
 use crate::kinds;
 use crate::node::{Mapping, Node};
 use crate::resources::{Resources, join_path, resource_prefix};
-use crate::typed::{self, Severity};
+use crate::typed;
 
 /// Name of the Initializer init container.
 pub const INITIALIZER_NAME: &str = "nunki-initializer";
@@ -83,14 +83,13 @@ impl Resources {
                         None => Err((String::new(), "the pod spec disappeared".to_owned())),
                         Some(spec) => {
                             let mut notes = Vec::new();
-                            rewrite_spec(spec, options, coordinator, &mut notes)
-                                .map(|()| (Node::Map(spec.clone()), notes))
+                            rewrite_spec(spec, options, coordinator, &mut notes).map(|()| notes)
                         }
                     }
                 }
             };
-            let (spec_node, notes) = match rewritten {
-                Ok(r) => r,
+            let notes = match rewritten {
+                Ok(notes) => notes,
                 Err((rel, message)) => {
                     errors.push(diag(format!("{spec_prefix}{rel}"), message));
                     continue;
@@ -101,21 +100,15 @@ impl Resources {
                     .push(diag(format!("{spec_prefix}{rel}"), message));
             }
             // Re-read the typed spec from the rewritten tree: this is what the policy is for.
-            match typed::convert_pod_spec(&spec_node, &spec_prefix) {
-                Ok((typed, findings)) => {
-                    let mut ok = true;
-                    for f in findings
-                        .into_iter()
-                        .filter(|f| f.severity == Severity::Error)
-                    {
-                        ok = false;
-                        errors.push(diag(f.path, f.message));
-                    }
-                    if ok {
-                        wl.spec = typed;
-                    }
-                }
-                Err(f) => errors.push(diag(f.path, f.message)),
+            // Its unknown fields were checked when reading; the rewrite adds only known ones.
+            let spec_node = self
+                .node(wl.loc)
+                .and_then(|n| n.get_path(kinds::template_keys(wl.kind)))
+                .and_then(|t| t.get("spec"));
+            match spec_node.map(|n| typed::typed_pod_spec(n, &spec_prefix)) {
+                Some(Ok(typed)) => wl.spec = typed,
+                Some(Err(f)) => errors.push(diag(f.path, f.message)),
+                None => errors.push(diag(spec_prefix, "the pod spec disappeared".to_owned())),
             }
         }
         self.workloads = workloads;

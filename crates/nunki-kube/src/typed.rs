@@ -76,17 +76,7 @@ pub(crate) fn convert_pod_spec(
     prefix: &str,
 ) -> Result<(PodSpec, Vec<Finding>), Finding> {
     let ctx = Ctx::default();
-    let root = Seg::Root(prefix);
-    let spec = PodSpec::deserialize(De {
-        node,
-        path: &root,
-        ctx: &ctx,
-    })
-    .map_err(|e| Finding {
-        severity: Severity::Error,
-        path: e.path.unwrap_or_else(|| prefix.to_owned()),
-        message: e.msg,
-    })?;
+    let spec = deserialize_pod_spec(node, prefix, &ctx)?;
     let typed = serde_json::to_value(&spec).map_err(|e| Finding {
         severity: Severity::Error,
         path: prefix.to_owned(),
@@ -107,6 +97,26 @@ pub(crate) fn convert_pod_spec(
         .map(|d| classify(d, prefix, &suggestions))
         .collect();
     Ok((spec, findings))
+}
+
+/// Only the typed spec, without looking for dropped fields: for trees already checked by
+/// [`convert_pod_spec`] to which Nunki added only fields it knows.
+pub(crate) fn typed_pod_spec(node: &Node, prefix: &str) -> Result<PodSpec, Finding> {
+    deserialize_pod_spec(node, prefix, &Ctx::default())
+}
+
+fn deserialize_pod_spec(node: &Node, prefix: &str, ctx: &Ctx) -> Result<PodSpec, Finding> {
+    let root = Seg::Root(prefix);
+    PodSpec::deserialize(De {
+        node,
+        path: &root,
+        ctx,
+    })
+    .map_err(|e| Finding {
+        severity: Severity::Error,
+        path: e.path.unwrap_or_else(|| prefix.to_owned()),
+        message: e.msg,
+    })
 }
 
 /// A difference between the original tree and the re-serialised typed spec.

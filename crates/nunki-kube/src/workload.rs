@@ -15,6 +15,8 @@ use crate::rewrite::is_coordinator_template;
 /// called. Pass it back to [`Resources::set_policy_annotation`] to annotate it.
 #[derive(Debug, Clone)]
 pub struct WorkloadRef {
+    /// Index into `Resources::workloads`, checked against `loc` and the names on use.
+    index: usize,
     loc: Loc,
     file: PathBuf,
     kind: WorkloadKind,
@@ -79,6 +81,11 @@ impl WorkloadRef {
         self.pod_input.clone()
     }
 
+    /// [`Self::pod_input`] without the copy.
+    pub fn input(&self) -> &PodInput {
+        &self.pod_input
+    }
+
     /// The default `WorkloadSecretID`: `<group>/<version>/<kind>/<namespace>/<name>`, with
     /// group `core` for the core API group (`apiVersion: v1`), namespace `default` when none
     /// is set, and `generateName` standing in for an empty name. Examples:
@@ -116,7 +123,8 @@ impl Resources {
     pub fn workloads(&self) -> Vec<WorkloadRef> {
         self.workloads
             .iter()
-            .map(|wl| {
+            .enumerate()
+            .map(|(index, wl)| {
                 let template = self.node(wl.loc).and_then(|n| template_of(n, wl.kind));
                 let is_coordinator = template.is_some_and(is_coordinator_template);
                 let annotations = template.map(pod_annotations).unwrap_or_default();
@@ -124,6 +132,7 @@ impl Resources {
                     .map(|t| string_entries(t, "labels"))
                     .unwrap_or_default();
                 WorkloadRef {
+                    index,
                     loc: wl.loc,
                     file: self
                         .files
@@ -169,12 +178,17 @@ impl Resources {
                 });
             }
         };
-        let known = self.workloads.iter().any(|wl| {
-            wl.loc == workload.loc
-                && wl.kind == workload.kind
-                && wl.name == workload.name
-                && wl.namespace == workload.namespace
-        });
+        let same_file = self
+            .files
+            .get(workload.loc.file)
+            .is_some_and(|f| f.path == workload.file);
+        let known = same_file
+            && self.workloads.get(workload.index).is_some_and(|wl| {
+                wl.loc == workload.loc
+                    && wl.kind == workload.kind
+                    && wl.name == workload.name
+                    && wl.namespace == workload.namespace
+            });
         let template = if known {
             self.node_mut(workload.loc)
                 .and_then(|n| n.get_path_mut(kinds::template_keys(workload.kind)))
