@@ -1,7 +1,8 @@
 //! Generating `policy_data.containers` (and, with the rules, the policy text) for one pod
 //! template.
 
-use serde_json::Value;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
 
 use crate::data::{self, ContainerPolicy, ContainerSettings, EmptyDirType};
 use crate::image_info::{ImageInfo, ImageInfoError};
@@ -197,20 +198,24 @@ impl ContainerSettings {
 }
 
 /// Generates policies for many pods with one set of settings.
+///
+/// [`Self::policy`] writes the same bytes as `render_policy(&self.policy_data(..))`, without
+/// building the intermediate `serde_json::Value` (most of the cost for large batches).
 #[derive(Debug, Clone)]
 pub struct PolicyGenerator {
     settings: Settings,
     containers: ContainerSettings,
+    /// `policy_data` of the settings with an empty `containers` array.
+    base: Map<String, Value>,
+    /// What `render_policy` writes before the JSON, when it can be determined.
+    prefix: Option<String>,
 }
 
 impl PolicyGenerator {
     /// A generator for `settings`, with the default container settings synced to them.
     pub fn new(settings: Settings) -> Result<Self, GenerateError> {
         let containers = ContainerSettings::for_settings(&settings)?;
-        Ok(Self {
-            settings,
-            containers,
-        })
+        Ok(Self::build(settings, containers))
     }
 
     /// A generator with explicit container settings (their shared values are synced to
@@ -220,10 +225,23 @@ impl PolicyGenerator {
         mut containers: ContainerSettings,
     ) -> Result<Self, GenerateError> {
         containers.sync_with(&settings)?;
-        Ok(Self {
+        Ok(Self::build(settings, containers))
+    }
+
+    fn build(settings: Settings, containers: ContainerSettings) -> Self {
+        let base = match settings.policy_data(Value::Array(Vec::new())) {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        let prefix = render_policy(&Value::Null)
+            .strip_suffix("null")
+            .map(str::to_owned);
+        Self {
             settings,
             containers,
-        })
+            base,
+            prefix,
+        }
     }
 
     /// The settings (`common`, `sandbox`, … of `policy_data`).
@@ -254,7 +272,9 @@ impl PolicyGenerator {
         config: &ConfigSources,
     ) -> Result<Value, GenerateError> {
         let containers = serde_json::to_value(self.containers(input, images, config)?)?;
-        Ok(self.settings.policy_data(containers))
+        let mut data = self.base.clone();
+        data.insert("containers".to_owned(), containers);
+        Ok(Value::Object(data))
     }
 
     /// The policy text (our rules followed by `policy_data`) of one pod template.
@@ -264,7 +284,47 @@ impl PolicyGenerator {
         images: &ImageInfo,
         config: &ConfigSources,
     ) -> Result<String, GenerateError> {
-        Ok(render_policy(&self.policy_data(input, images, config)?))
+        let Some(prefix) = &self.prefix else {
+            return Ok(render_policy(&self.policy_data(input, images, config)?));
+        };
+        let containers = self.containers(input, images, config)?;
+        let mut out = Vec::with_capacity(prefix.len() + 16 * 1024);
+        out.extend_from_slice(prefix.as_bytes());
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut out,
+            serde_json::ser::PrettyFormatter::with_indent(b"  "),
+        );
+        PolicyDataOut {
+            base: &self.base,
+            containers: &containers,
+        }
+        .serialize(&mut ser)?;
+        String::from_utf8(out).map_err(|e| {
+            GenerateError::Serialize(serde::ser::Error::custom(format!(
+                "policy text is not UTF-8: {e}"
+            )))
+        })
+    }
+}
+
+/// `policy_data` with typed containers, serialized with the keys in the order of the
+/// (sorted) base object, i.e. exactly like the equivalent `serde_json::Value`.
+struct PolicyDataOut<'a> {
+    base: &'a Map<String, Value>,
+    containers: &'a [ContainerPolicy],
+}
+
+impl Serialize for PolicyDataOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.base.len()))?;
+        for (key, value) in self.base {
+            if key == "containers" {
+                map.serialize_entry(key, self.containers)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
     }
 }
 

@@ -159,6 +159,16 @@ impl ImageEntry {
         })
     }
 
+    /// A built-in image: the config, no passwd or group.
+    pub fn builtin(config: ImageConfig) -> Self {
+        Self {
+            raw_config: builtin_raw_config(&config),
+            config,
+            passwd: None,
+            group: None,
+        }
+    }
+
     /// The fields of `config.config` that the generator uses.
     pub fn config(&self) -> &ImageConfig {
         &self.config
@@ -252,17 +262,8 @@ impl ImageInfo {
 
     /// Registers a built-in image in place (see [`Self::with_builtin`]).
     pub fn add_builtin(&mut self, reference: impl Into<String>, config: ImageConfig) {
-        let reference = reference.into();
-        let raw = builtin_raw_config(&config);
-        self.builtins.insert(
-            reference,
-            ImageEntry {
-                raw_config: raw,
-                config,
-                passwd: None,
-                group: None,
-            },
-        );
+        self.builtins
+            .insert(reference.into(), ImageEntry::builtin(config));
     }
 
     /// Adds or replaces a file entry (what `nunki images pull` does for each image).

@@ -14,7 +14,10 @@ mod pod_yaml;
 
 use std::path::{Path, PathBuf};
 
-use nunki_policy::{AgentPolicy, ContainerPolicy, ImageInfo, PolicyGenerator, Settings};
+use nunki_policy::{
+    AgentPolicy, ContainerPolicy, ImageInfo, PolicyGenerator, Settings, generate_policy,
+    render_policy,
+};
 use serde_json::{Value, json};
 
 fn testdata() -> PathBuf {
@@ -123,6 +126,25 @@ fn kata_genpolicy_cases_match() {
     assert_eq!(dirs.len(), 22);
     assert_eq!(total, 108);
     assert!(misses.is_empty(), "{misses:#?}");
+}
+
+/// `PolicyGenerator::policy` (typed, direct) writes exactly the bytes `render_policy` writes for
+/// the same `policy_data` value, and `generate_policy` agrees.
+#[test]
+fn policy_text_equals_rendered_policy_data() {
+    let generator = generator();
+    let images = images();
+    for dir in case_dirs() {
+        let loaded = load(&dir);
+        let pod = &loaded.pods[0];
+        let fast = generator.policy(pod, &images, &loaded.sources).unwrap();
+        let data = generator
+            .policy_data(pod, &images, &loaded.sources)
+            .unwrap();
+        assert_eq!(fast, render_policy(&data), "{}", name(&dir));
+        let free = generate_policy(pod, &images, &loaded.sources, generator.settings()).unwrap();
+        assert_eq!(fast, free, "{}", name(&dir));
+    }
 }
 
 /// Container 0 of `createcontainer/sysctls` equals the hand-derived pause container entry of the

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::{Container, SecurityContext};
 
@@ -100,10 +101,6 @@ pub(crate) fn pod_containers(
         });
     }
     let any_privileged = entries.iter().any(|e| is_privileged(&e.container));
-    let pause_fallback = ImageInfo::new().with_builtin(
-        ctx.settings.pause_container_image.clone(),
-        ImageConfig::kubernetes_pause(),
-    );
 
     entries
         .iter()
@@ -115,14 +112,18 @@ pub(crate) fn pod_containers(
             let image = match images.get(image_ref) {
                 Ok(image) => image,
                 // The pause image needs no entry in the image-info file.
-                Err(_) if entry.is_pause => pause_fallback
-                    .get(image_ref)
-                    .map_err(|source| image_error(ctx, entry, source))?,
+                Err(_) if entry.is_pause => builtin_pause(),
                 Err(source) => return Err(image_error(ctx, entry, source)),
             };
             container_policy(ctx, entry, image, image_ref, &sandbox_name, any_privileged)
         })
         .collect()
+}
+
+/// The built-in config of the configured pause image.
+fn builtin_pause() -> &'static ImageEntry {
+    static PAUSE: OnceLock<ImageEntry> = OnceLock::new();
+    PAUSE.get_or_init(|| ImageEntry::builtin(ImageConfig::kubernetes_pause()))
 }
 
 fn image_error(ctx: &Ctx<'_>, entry: &Entry<'_>, source: crate::ImageInfoError) -> GenerateError {

@@ -230,16 +230,19 @@ fn check_guest_pull_user(
 /// written as its macro.
 fn capabilities(ctx: &Ctx<'_>, container: &Container, privileged: bool) -> Capabilities {
     let settings = ctx.settings;
-    let mut set: Vec<String> = if privileged {
-        settings.privileged_caps.clone()
-    } else {
-        settings.default_caps.clone()
-    };
     let requested = container
         .security_context
         .as_ref()
         .and_then(|sc| sc.capabilities.as_ref())
         .filter(|_| !privileged);
+    if requested.is_none() && !privileged {
+        return capability_sets(vec!["$(default_caps)".to_owned()]);
+    }
+    let mut set: Vec<String> = if privileged {
+        settings.privileged_caps.clone()
+    } else {
+        settings.default_caps.clone()
+    };
     if let Some(caps) = requested {
         let add = caps.add.as_deref().unwrap_or_default();
         let drop = caps.drop.as_deref().unwrap_or_default();
@@ -268,11 +271,15 @@ fn capabilities(ctx: &Ctx<'_>, container: &Container, privileged: bool) -> Capab
     } else {
         set
     };
+    capability_sets(compressed)
+}
+
+fn capability_sets(set: Vec<String>) -> Capabilities {
     Capabilities {
         ambient: Vec::new(),
-        bounding: compressed.clone(),
-        effective: compressed.clone(),
+        bounding: set.clone(),
+        effective: set.clone(),
         inheritable: Vec::new(),
-        permitted: compressed,
+        permitted: set,
     }
 }

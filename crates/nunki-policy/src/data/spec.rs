@@ -1,9 +1,10 @@
 //! The shape of `policy_data.containers[]`: genpolicy's `ContainerPolicy`, field for field.
 //!
-//! Field names and order follow what the Kata agent sends (`OCI.Process.User.UID`, `type_`, …)
-//! and what genpolicy writes, so the policy text of a pod is the same JSON genpolicy would emit
-//! for the same data. Empty `Mounts`, `Annotations`, `Args`, `Env`, `Cwd` and `Sysctl` are
-//! omitted, as genpolicy does.
+//! Field names follow what the Kata agent sends (`OCI.Process.User.UID`, `type_`, …) and what
+//! genpolicy writes. Fields are declared in sorted key order, so serializing these structs
+//! directly gives the same bytes as serializing them through `serde_json::Value` (whose objects
+//! are sorted), which is what `render_policy` does. Empty `Mounts`, `Annotations`, `Args`,
+//! `Env`, `Cwd` and `Sysctl` are omitted, as genpolicy does.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,33 +16,21 @@ pub struct ContainerPolicy {
     /// Compared with `CreateContainerRequest.OCI`.
     #[serde(rename = "OCI")]
     pub oci: KataSpec,
-    /// Compared with `CreateContainerRequest.storages`.
-    pub storages: Vec<Storage>,
     /// Compared with `CreateContainerRequest.devices`.
     pub devices: Vec<Device>,
-    /// Compared with `CreateContainerRequest.sandbox_pidns`.
-    pub sandbox_pidns: bool,
     /// Command lines that `ExecProcessRequest` may run in this container (exec probes, hooks).
     pub exec_commands: Vec<Vec<String>>,
     /// Annotation key regex → value regex for annotations the runtime may add.
     pub runtime_anno_patterns: BTreeMap<String, String>,
+    /// Compared with `CreateContainerRequest.sandbox_pidns`.
+    pub sandbox_pidns: bool,
+    /// Compared with `CreateContainerRequest.storages`.
+    pub storages: Vec<Storage>,
 }
 
 /// The OCI runtime spec subset the policy checks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KataSpec {
-    /// OCI runtime spec version the runtime announces.
-    #[serde(rename = "Version")]
-    pub version: String,
-    /// The container process.
-    #[serde(rename = "Process")]
-    pub process: Process,
-    /// The root file system.
-    #[serde(rename = "Root")]
-    pub root: Root,
-    /// Mounts on top of the root file system.
-    #[serde(rename = "Mounts", default, skip_serializing_if = "Vec::is_empty")]
-    pub mounts: Vec<Mount>,
     /// Annotations (values are regexes for some keys, literal for others, as the rules decide).
     #[serde(
         rename = "Annotations",
@@ -52,47 +41,59 @@ pub struct KataSpec {
     /// Linux-specific settings.
     #[serde(rename = "Linux")]
     pub linux: Linux,
+    /// Mounts on top of the root file system.
+    #[serde(rename = "Mounts", default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    /// The container process.
+    #[serde(rename = "Process")]
+    pub process: Process,
+    /// The root file system.
+    #[serde(rename = "Root")]
+    pub root: Root,
+    /// OCI runtime spec version the runtime announces.
+    #[serde(rename = "Version")]
+    pub version: String,
 }
 
 /// `OCI.Process`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Process {
+    /// Command line.
+    #[serde(rename = "Args", default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Capability sets; `["$(default_caps)"]` or `["$(privileged_caps)"]` stand for the settings'
+    /// lists.
+    #[serde(rename = "Capabilities")]
+    pub capabilities: Capabilities,
+    /// Working directory.
+    #[serde(rename = "Cwd", default, skip_serializing_if = "String::is_empty")]
+    pub cwd: String,
+    /// Environment (`NAME=value`; order does not matter to the rules).
+    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// `no_new_privs`.
+    #[serde(rename = "NoNewPrivileges")]
+    pub no_new_privileges: bool,
     /// Whether the process gets a terminal.
     #[serde(rename = "Terminal")]
     pub terminal: bool,
     /// User and groups.
     #[serde(rename = "User")]
     pub user: User,
-    /// Command line.
-    #[serde(rename = "Args", default, skip_serializing_if = "Vec::is_empty")]
-    pub args: Vec<String>,
-    /// Environment (`NAME=value`; order does not matter to the rules).
-    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<String>,
-    /// Working directory.
-    #[serde(rename = "Cwd", default, skip_serializing_if = "String::is_empty")]
-    pub cwd: String,
-    /// Capability sets; `["$(default_caps)"]` or `["$(privileged_caps)"]` stand for the settings'
-    /// lists.
-    #[serde(rename = "Capabilities")]
-    pub capabilities: Capabilities,
-    /// `no_new_privs`.
-    #[serde(rename = "NoNewPrivileges")]
-    pub no_new_privileges: bool,
 }
 
 /// `OCI.Process.User`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
-    /// User id.
-    #[serde(rename = "UID")]
-    pub uid: u32,
-    /// Primary group id.
-    #[serde(rename = "GID")]
-    pub gid: u32,
     /// Supplementary groups (a set; serialized sorted).
     #[serde(rename = "AdditionalGids")]
     pub additional_gids: BTreeSet<u32>,
+    /// Primary group id.
+    #[serde(rename = "GID")]
+    pub gid: u32,
+    /// User id.
+    #[serde(rename = "UID")]
+    pub uid: u32,
     /// Always empty: the runtime resolves names before it sends the request.
     #[serde(rename = "Username")]
     pub username: String,
@@ -134,30 +135,30 @@ pub struct Root {
 pub struct Mount {
     /// Path in the container.
     pub destination: String,
+    /// Mount options, compared in order.
+    pub options: Vec<String>,
     /// Source, literal or a regex with macros such as `$(sfprefix)`.
     #[serde(default)]
     pub source: String,
     /// Mount type.
     pub type_: String,
-    /// Mount options, compared in order.
-    pub options: Vec<String>,
 }
 
 /// `OCI.Linux`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Linux {
-    /// Namespaces created for the container.
-    #[serde(rename = "Namespaces")]
-    pub namespaces: Vec<Namespace>,
-    /// Paths masked in the container.
-    #[serde(rename = "MaskedPaths")]
-    pub masked_paths: Vec<String>,
-    /// Paths made read-only in the container.
-    #[serde(rename = "ReadonlyPaths")]
-    pub readonly_paths: Vec<String>,
     /// Devices created in the container.
     #[serde(rename = "Devices")]
     pub devices: Vec<LinuxDevice>,
+    /// Paths masked in the container.
+    #[serde(rename = "MaskedPaths")]
+    pub masked_paths: Vec<String>,
+    /// Namespaces created for the container.
+    #[serde(rename = "Namespaces")]
+    pub namespaces: Vec<Namespace>,
+    /// Paths made read-only in the container.
+    #[serde(rename = "ReadonlyPaths")]
+    pub readonly_paths: Vec<String>,
     /// Allowed sysctls.
     #[serde(rename = "Sysctl", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctl: BTreeMap<String, String>,
@@ -166,23 +167,23 @@ pub struct Linux {
 /// `OCI.Linux.Namespaces[]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Namespace {
-    /// `ipc`, `uts`, `mount`, …
-    #[serde(rename = "Type")]
-    pub type_: String,
     /// Path of a namespace to join; empty for a new one.
     #[serde(rename = "Path")]
     pub path: String,
+    /// `ipc`, `uts`, `mount`, …
+    #[serde(rename = "Type")]
+    pub type_: String,
 }
 
 /// `OCI.Linux.Devices[]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinuxDevice {
-    /// Device type (empty: any).
-    #[serde(rename = "Type")]
-    pub type_: String,
     /// Path in the container.
     #[serde(rename = "Path")]
     pub path: String,
+    /// Device type (empty: any).
+    #[serde(rename = "Type")]
+    pub type_: String,
 }
 
 /// The agent's `Storage` message (all fields always present: the rules compare with `==`).
@@ -192,40 +193,40 @@ pub struct Storage {
     pub driver: String,
     /// Driver options.
     pub driver_options: Vec<String>,
-    /// Source (literal or regex).
-    pub source: String,
-    /// File system type.
-    pub fstype: String,
-    /// Mount options.
-    pub options: Vec<String>,
-    /// Mount point in the guest (literal or regex with macros).
-    pub mount_point: String,
     /// Group ownership to apply, `null` when none.
     pub fs_group: Option<FsGroup>,
+    /// File system type.
+    pub fstype: String,
+    /// Mount point in the guest (literal or regex with macros).
+    pub mount_point: String,
+    /// Mount options.
+    pub options: Vec<String>,
     /// Whether the storage is shared between containers.
     pub shared: bool,
+    /// Source (literal or regex).
+    pub source: String,
 }
 
 /// The agent's `FSGroup` message.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsGroup {
-    /// Group id.
-    pub group_id: u32,
     /// `FSGroupChangePolicy` as its number (0 = `Always`).
     pub group_change_policy: i32,
+    /// Group id.
+    pub group_id: u32,
 }
 
 /// The agent's `Device` message.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
+    /// Path in the container.
+    pub container_path: String,
     /// Device id (empty: not checked).
     pub id: String,
+    /// Options.
+    pub options: Vec<String>,
     /// Device type.
     pub type_: String,
     /// Path in the VM.
     pub vm_path: String,
-    /// Path in the container.
-    pub container_path: String,
-    /// Options.
-    pub options: Vec<String>,
 }
