@@ -273,18 +273,35 @@ impl Resources {
             }
             Class::ConfigMap => {
                 if let Some(data) = config_map_data(map, &prefix, path, &resource, errors) {
-                    self.config
+                    let previous = self
+                        .config
                         .config_maps
                         .insert((meta.namespace, meta.name), data);
+                    if previous.is_some() {
+                        self.warnings.push(diag(
+                            &resource,
+                            prefix,
+                            "a ConfigMap of this name and namespace came earlier; this one is used"
+                                .to_owned(),
+                        ));
+                    }
                 }
             }
             Class::Secret => match secret_data(map, &prefix, path, &resource, &mut self.warnings) {
-                Ok(Some(data)) => {
-                    self.config
+                Ok(data) => {
+                    let previous = self
+                        .config
                         .secrets
                         .insert((meta.namespace, meta.name), data);
+                    if previous.is_some() {
+                        self.warnings.push(diag(
+                            &resource,
+                            prefix,
+                            "a Secret of this name and namespace came earlier; this one is used"
+                                .to_owned(),
+                        ));
+                    }
                 }
-                Ok(None) => {}
                 Err(d) => errors.push(d),
             },
             Class::List => self.warnings.push(diag(
@@ -609,7 +626,7 @@ fn secret_data(
     path: &Path,
     resource: &str,
     warnings: &mut Vec<Diagnostic>,
-) -> Result<Option<BTreeMap<String, String>>, Diagnostic> {
+) -> Result<BTreeMap<String, String>, Diagnostic> {
     let diag = |p: String, message: String| Diagnostic {
         file: path.to_owned(),
         resource: resource.to_owned(),
@@ -643,7 +660,7 @@ fn secret_data(
     for (key, value) in string_data {
         out.insert(key, value);
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// A `map[string]string` field such as ConfigMap `data`.

@@ -88,7 +88,7 @@ pub(crate) fn convert_pod_spec(
     diff(
         node,
         &typed,
-        &mut PathBuf::new(prefix),
+        &mut YamlPath::new(prefix),
         &coerced,
         &mut diffs,
     );
@@ -175,9 +175,9 @@ fn classify(d: Diff, prefix: &str, suggestions: &HashMap<String, String>) -> Fin
 }
 
 /// A YAML path under construction for the diff.
-struct PathBuf(String);
+struct YamlPath(String);
 
-impl PathBuf {
+impl YamlPath {
     fn new(prefix: &str) -> Self {
         Self(prefix.to_owned())
     }
@@ -218,7 +218,7 @@ pub(crate) fn push_key(path: &mut String, key: &str) {
 fn diff(
     orig: &Node,
     typed: &serde_json::Value,
-    path: &mut PathBuf,
+    path: &mut YamlPath,
     coerced: &HashSet<String>,
     out: &mut Vec<Diff>,
 ) {
@@ -313,7 +313,9 @@ pub(crate) fn suggest<'a>(key: &str, candidates: &[&'a str]) -> Option<&'a str> 
     }
     let key_lower = key.to_ascii_lowercase();
     let max = match key.chars().count() {
-        0..=3 => 1,
+        // `on` is one step from `os`, but that says nothing: short keys need an exact match.
+        0..=2 => 0,
+        3 => 1,
         4..=8 => 2,
         _ => 3,
     };
@@ -655,6 +657,8 @@ mod tests {
         assert_eq!(suggest("comand", &fields), Some("command"));
         assert_eq!(suggest("Image", &fields), Some("image"));
         assert_eq!(suggest("volumeMounts", &fields), None);
+        assert_eq!(suggest("evn", &fields), Some("env"));
+        assert_eq!(suggest("os", &["on"]), None);
     }
 
     #[test]

@@ -544,3 +544,20 @@ fn all_kata_genpolicy_test_pods_read_without_error() {
     assert_eq!(c.secret(None, "secret-sample").unwrap()["key"], "bar\n");
     assert!(c.config_map(None, "configmap-sample").is_some());
 }
+
+#[test]
+fn a_repeated_config_map_is_a_warning_and_the_later_one_wins() {
+    let r = read_str(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {k: old}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {k: new}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, namespace: other}\ndata: {k: elsewhere}\n",
+    );
+    assert_eq!(
+        r.config_sources().config_map(None, "cm").unwrap()["k"],
+        "new"
+    );
+    assert_eq!(
+        r.config_sources().config_map(Some("other"), "cm").unwrap()["k"],
+        "elsewhere"
+    );
+    assert_eq!(r.warnings().len(), 1);
+    assert_eq!(r.warnings()[0].resource, "ConfigMap cm (document 2)");
+}
