@@ -507,7 +507,11 @@ mod tests {
     fn unknown_top_level_key_is_an_error() {
         let text = r#"{"version": 1, "images": {}}"#;
         let err = ImageInfo::from_json(text).unwrap_err().to_string();
-        assert!(err.contains("unknown field `version`"), "{err}");
+        assert!(
+            err.starts_with("image-info file: unknown field `version`"),
+            "{err}"
+        );
+        assert!(err.ends_with(r#"(expected {"images": {"<reference>": {"config": {…}, "passwd": "…" or null, "group": "…" or null}}})"#), "{err}");
     }
 
     #[test]

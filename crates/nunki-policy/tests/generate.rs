@@ -822,3 +822,62 @@ fn builtin_images_need_no_file_entry() {
         .unwrap();
     assert_eq!(c[1].oci.process.args, ["/initializer"]);
 }
+
+/// Upstream genpolicy's CLI cases (`tests/generate/testdata`): a Pod that references a
+/// ConfigMap or Secret key fails without the file that defines it and succeeds with it.
+#[test]
+fn upstream_config_reference_cases() {
+    let dir = std::env::var("NUNKI_TESTDATA")
+        .unwrap_or_else(|_| format!("{}/../../../shared/testdata", env!("CARGO_MANIFEST_DIR")));
+    let dir = format!("{dir}/kata-policy/src/tools/genpolicy/tests/generate/testdata");
+    let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).unwrap();
+    let fixtures = format!(
+        "{}/tests/fixtures/kata-images.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let images = ImageInfo::read(std::path::Path::new(&fixtures)).unwrap();
+    let generate = |files: &[&str]| {
+        let texts: Vec<String> = files.iter().map(|f| read(f)).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let loaded = pod_yaml::load(&refs);
+        generator().containers(&loaded.pods[0], &images, &loaded.sources)
+    };
+
+    let c = generate(&["simple_pod.yaml"]).unwrap();
+    assert_eq!(c[1].oci.process.args, ["/bin/sh", "-c", "echo hello"]);
+
+    let e = generate(&["pod_with_config_map_ref.yaml"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ConfigMap \"configmap-sample\" not found"),
+        "{e}"
+    );
+    let c = generate(&["pod_with_config_map_ref.yaml", "config_map.yaml"]).unwrap();
+    assert!(
+        c[1].oci
+            .process
+            .env
+            .contains(&"ENV_FROM_CONFIGMAP=YmFyCg==".to_owned())
+    );
+
+    let e = generate(&["pod_with_secret_ref.yaml"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Secret \"secret-sample\" not found"), "{e}");
+    let c = generate(&["pod_with_secret_ref.yaml", "secret.yaml"]).unwrap();
+    let env = &c[1].oci.process.env;
+    assert!(env.contains(&"ENV_FROM_SECRET=bar\n".to_owned()), "{env:?}");
+    assert!(
+        env.contains(&"SERVICE_ACCOUNT=default".to_owned()),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&"POD_NAMESPACE=$(sandbox-namespace)".to_owned()),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&"ISTIO_META_NODE_NAME=$(node-name)".to_owned()),
+        "{env:?}"
+    );
+}
