@@ -112,6 +112,7 @@ fn command_line_follows_containerd() {
     assert_eq!(app(""), ["/app", "--serve"]);
     assert_eq!(app("    args: [--debug]\n"), ["/app", "--debug"]);
     assert_eq!(app("    command: [/bin/sh]\n"), ["/bin/sh"]);
+    assert_eq!(app("    command: []\n    args: []\n"), ["/app", "--serve"]);
     assert_eq!(
         app("    command: [/bin/sh]\n    args: [-c, ls]\n"),
         ["/bin/sh", "-c", "ls"]
@@ -880,4 +881,191 @@ fn upstream_config_reference_cases() {
         env.contains(&"ISTIO_META_NODE_NAME=$(node-name)".to_owned()),
         "{env:?}"
     );
+}
+
+mod no_panics {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        Capabilities, ConfigMapVolumeSource, Container, DownwardAPIVolumeSource,
+        EmptyDirVolumeSource, EnvVar, HostPathVolumeSource, NFSVolumeSource, PodSecurityContext,
+        PodSpec, ProjectedVolumeSource, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    };
+    use nunki_policy::{ConfigSources, PodInput, WorkloadKind};
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("[$()a-zA-Z0-9/ .é-]{0,10}").unwrap()
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => proptest::string::string_regex("(/[a-z.-]{1,6}){1,3}").unwrap(),
+            1 => Just("/".to_owned()),
+            1 => Just(String::new()),
+            1 => Just("/a//b//".to_owned()),
+            1 => Just("/..".to_owned()),
+            1 => Just("relative".to_owned()),
+            1 => Just("/dev".to_owned()),
+            1 => text(),
+        ]
+    }
+
+    fn volume(name: String) -> impl Strategy<Value = Volume> {
+        (0..8usize, path(), prop::option::of(text())).prop_map(move |(kind, host, medium)| {
+            let mut v = Volume {
+                name: name.clone(),
+                ..Volume::default()
+            };
+            match kind {
+                0 => {
+                    v.empty_dir = Some(EmptyDirVolumeSource {
+                        medium,
+                        ..EmptyDirVolumeSource::default()
+                    });
+                }
+                1 => v.config_map = Some(ConfigMapVolumeSource::default()),
+                2 => v.secret = Some(SecretVolumeSource::default()),
+                3 => v.projected = Some(ProjectedVolumeSource::default()),
+                4 => v.downward_api = Some(DownwardAPIVolumeSource::default()),
+                5 => {
+                    v.host_path = Some(HostPathVolumeSource {
+                        path: host,
+                        ..HostPathVolumeSource::default()
+                    });
+                }
+                6 => v.nfs = Some(NFSVolumeSource::default()),
+                _ => {}
+            }
+            v
+        })
+    }
+
+    fn container() -> impl Strategy<Value = Container> {
+        (
+            prop::sample::select(vec![
+                "busybox",
+                "busybox",
+                "registry.example/app:1",
+                "registry.example/app:1",
+                "registry.example/user:1",
+                "registry.example/volumes:1",
+                "registry.example/volumes:1",
+                "registry.example/named:1",
+                "registry.example/nocmd:1",
+                "unknown",
+            ]),
+            prop::option::of(prop::collection::vec(text(), 0..3)),
+            prop::option::of(prop::collection::vec(text(), 0..3)),
+            prop::collection::vec((text(), prop::option::of(text())), 0..4),
+            prop::collection::vec(
+                (
+                    prop_oneof![8 => 0..2usize, 1 => Just(2usize)],
+                    path(),
+                    prop::option::weighted(0.1, text()),
+                ),
+                0..3,
+            ),
+            (
+                prop::option::of(-2i64..70_000),
+                prop::option::of(any::<bool>()),
+                prop::collection::vec(
+                    prop::sample::select(vec!["ALL", "all", "NET_ADMIN", ""]),
+                    0..3,
+                ),
+                prop::option::of(path()),
+            ),
+        )
+            .prop_map(
+                |(image, command, args, env, mounts, (uid, privileged, caps, termination))| {
+                    Container {
+                        name: "c".to_owned(),
+                        image: Some(image.to_owned()),
+                        command,
+                        args,
+                        env: Some(
+                            env.into_iter()
+                                .map(|(name, value)| EnvVar {
+                                    name,
+                                    value,
+                                    ..EnvVar::default()
+                                })
+                                .collect(),
+                        ),
+                        volume_mounts: Some(
+                            mounts
+                                .into_iter()
+                                .map(|(v, mount_path, sub_path_expr)| VolumeMount {
+                                    name: format!("v{v}"),
+                                    mount_path,
+                                    sub_path_expr,
+                                    ..VolumeMount::default()
+                                })
+                                .collect(),
+                        ),
+                        termination_message_path: termination,
+                        security_context: Some(SecurityContext {
+                            run_as_user: uid,
+                            run_as_group: uid,
+                            privileged,
+                            capabilities: Some(Capabilities {
+                                add: Some(caps.iter().map(|c| (*c).to_owned()).collect()),
+                                drop: Some(caps.iter().rev().map(|c| (*c).to_owned()).collect()),
+                            }),
+                            ..SecurityContext::default()
+                        }),
+                        ..Container::default()
+                    }
+                },
+            )
+    }
+
+    fn pod() -> impl Strategy<Value = PodInput> {
+        (
+            prop::sample::select(vec![
+                WorkloadKind::Pod,
+                WorkloadKind::Deployment,
+                WorkloadKind::CronJob,
+            ]),
+            text(),
+            prop::collection::vec(container(), 1..4),
+            prop::collection::vec(container(), 0..2),
+            volume("v0".to_owned()),
+            volume("v1".to_owned()),
+            prop::option::of(-1i64..70_000),
+        )
+            .prop_map(
+                |(kind, name, containers, init, v0, v1, fs_group)| PodInput {
+                    kind,
+                    name,
+                    generate_name: None,
+                    namespace: None,
+                    annotations: Default::default(),
+                    labels: Default::default(),
+                    spec: PodSpec {
+                        containers,
+                        init_containers: Some(init),
+                        volumes: Some(vec![v0, v1]),
+                        security_context: Some(PodSecurityContext {
+                            fs_group,
+                            ..PodSecurityContext::default()
+                        }),
+                        ..PodSpec::default()
+                    },
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Arbitrary combinations of the fields the generator reads give a policy or an error,
+        /// never a panic; a generated policy always renders.
+        #[test]
+        fn generation_never_panics(input in pod()) {
+            let generator = generator();
+            match generator.policy(&input, &images(), &ConfigSources::default()) {
+                Ok(text) => prop_assert!(text.contains("policy_data := ")),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
 }

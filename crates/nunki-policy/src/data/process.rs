@@ -107,7 +107,7 @@ pub(crate) fn container_process(
 }
 
 /// YAML `command`/`args` (with `$(VAR)` expanded) or the image's `Entrypoint`/`Cmd`, as
-/// containerd combines them.
+/// containerd combines them: an empty list counts as unset, `Entrypoint [""]` as none.
 fn command_line(input: &ProcessInput<'_>, kube_env: &EnvList) -> Vec<String> {
     let container = input.container;
     let config = input.image.config();
@@ -115,23 +115,23 @@ fn command_line(input: &ProcessInput<'_>, kube_env: &EnvList) -> Vec<String> {
     let expand_all = |items: &[String]| -> Vec<String> {
         items.iter().map(|s| expand(s, &lookup, true)).collect()
     };
-    match (&container.command, &container.args) {
-        (Some(command), args) => {
-            let mut out = expand_all(command);
-            out.extend(expand_all(args.as_deref().unwrap_or_default()));
-            out
-        }
-        (None, Some(args)) => {
-            let mut out = config.entrypoint.clone().unwrap_or_default();
-            out.extend(expand_all(args));
-            out
-        }
-        (None, None) => {
-            let mut out = config.entrypoint.clone().unwrap_or_default();
-            out.extend(config.cmd.iter().flatten().cloned());
-            out
-        }
+    let command = container.command.as_deref().filter(|c| !c.is_empty());
+    let args = container.args.as_deref().filter(|a| !a.is_empty());
+    if let Some(command) = command {
+        let mut out = expand_all(command);
+        out.extend(expand_all(args.unwrap_or_default()));
+        return out;
     }
+    let mut out = match config.entrypoint.as_deref() {
+        Some([only]) if only.is_empty() => Vec::new(),
+        Some(entrypoint) => entrypoint.to_vec(),
+        None => Vec::new(),
+    };
+    match args {
+        Some(args) => out.extend(expand_all(args)),
+        None => out.extend(config.cmd.iter().flatten().cloned()),
+    }
+    out
 }
 
 fn process_user(ctx: &Ctx<'_>, input: &ProcessInput<'_>) -> Result<User, GenerateError> {
