@@ -1069,3 +1069,13 @@ mod no_panics {
         }
     }
 }
+
+/// The container settings' own defaults agree with the shared values of `Settings::default()`,
+/// so code that uses `ContainerSettings::default()` directly gets the same policy.
+#[test]
+fn container_setting_defaults_agree_with_settings_defaults() {
+    assert_eq!(
+        ContainerSettings::for_settings(&Settings::default()).unwrap(),
+        ContainerSettings::default()
+    );
+}
