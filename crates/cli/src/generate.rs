@@ -178,11 +178,12 @@ pub fn generate(a: &GenerateArgs) -> Result<Generated> {
     } else {
         PolicyFormat::Initdata
     };
+    let generator = crate::policy_text::generator()?;
     let mut generated = Vec::new();
     let mut errors = Vec::new();
     let mut documents = Vec::new();
     for w in &workloads {
-        match policy_document(w, &resources, &images, format) {
+        match policy_document(&generator, w, &resources, &images, format) {
             Ok(doc) => {
                 generated.push(GeneratedWorkload {
                     policy_hash: doc.hash,
@@ -334,13 +335,14 @@ fn check_digests(workloads: &[WorkloadRef], images: &ImageInfo, require: bool) -
 }
 
 fn policy_document(
+    generator: &nunki_policy::generate::PolicyGenerator,
     w: &WorkloadRef,
     resources: &Resources,
     images: &ImageInfo,
     format: PolicyFormat,
 ) -> Result<PolicyDocument> {
     let input = w.pod_input();
-    let text = crate::policy_text::generate(&input, images, resources.config_sources())
+    let text = crate::policy_text::generate(generator, &input, images, resources.config_sources())
         .with_context(|| w.describe())?;
     let doc = PolicyDocument::new(format, &text).with_context(|| w.describe())?;
     doc.check_annotations_size(&input.annotations)

@@ -2,13 +2,20 @@
 //! default settings, our rules.
 
 use anyhow::Result;
-use nunki_policy::{ConfigSources, ContainerSettings, ImageInfo, PodInput, Settings};
+use nunki_policy::generate::PolicyGenerator;
+use nunki_policy::{ConfigSources, ImageInfo, PodInput, Settings};
+
+/// The policy generator `generate` uses (our default settings).
+pub fn generator() -> Result<PolicyGenerator> {
+    Ok(PolicyGenerator::new(Settings::default())?)
+}
 
 /// The Kata agent policy for `input`.
-pub fn generate(input: &PodInput, images: &ImageInfo, config: &ConfigSources) -> Result<String> {
-    let containers =
-        nunki_policy::generate_containers(input, images, config, &ContainerSettings::default())?;
-    let settings = Settings::default();
-    let data = settings.policy_data(serde_json::to_value(&containers)?);
-    Ok(nunki_policy::render_policy(&data))
+pub fn generate(
+    generator: &PolicyGenerator,
+    input: &PodInput,
+    images: &ImageInfo,
+    config: &ConfigSources,
+) -> Result<String> {
+    Ok(generator.policy(input, images, config)?)
 }
