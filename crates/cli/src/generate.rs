@@ -182,8 +182,34 @@ pub fn generate(a: &GenerateArgs) -> Result<Generated> {
     let mut generated = Vec::new();
     let mut errors = Vec::new();
     let mut documents = Vec::new();
-    for w in &workloads {
-        match policy_document(&generator, w, &resources, &images, format) {
+    // Policies are independent: spread them over the cores (most of the time is gzip).
+    let threads = std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let chunk = workloads.len().div_ceil(threads).max(1);
+    let results: Vec<Result<PolicyDocument>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = workloads
+            .chunks(chunk)
+            .map(|part| {
+                let (generator, resources, images) = (&generator, &resources, &images);
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|w| policy_document(generator, w, resources, images, format))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err(anyhow::anyhow!("policy generation panicked"))])
+            })
+            .collect()
+    });
+    for (w, result) in workloads.iter().zip(results) {
+        match result {
             Ok(doc) => {
                 generated.push(GeneratedWorkload {
                     policy_hash: doc.hash,
