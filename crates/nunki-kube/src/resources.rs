@@ -454,6 +454,10 @@ impl Resources {
         if failed {
             return None;
         }
+        let mut typed = typed;
+        if kind == WorkloadKind::StatefulSet {
+            add_claim_volumes(map, &mut typed);
+        }
         Some(Workload {
             loc,
             kind,
@@ -589,6 +593,37 @@ pub(crate) fn lookup<'a>(map: &'a Mapping, keys: &[&str]) -> Option<&'a Node> {
 }
 
 /// The pod template of a workload resource (the resource itself for a Pod).
+/// The volumes the StatefulSet controller adds to each pod: one PersistentVolumeClaim volume
+/// per `spec.volumeClaimTemplates[]` (named after the template) that the pod spec does not
+/// define itself.
+fn add_claim_volumes(resource: &Mapping, spec: &mut PodSpec) {
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Volume};
+    let Some(templates) = resource
+        .get("spec")
+        .and_then(|s| s.get("volumeClaimTemplates"))
+        .and_then(Node::as_seq)
+    else {
+        return;
+    };
+    for t in templates {
+        let Some(name) = t.get_path(&["metadata", "name"]).and_then(Node::as_str) else {
+            continue;
+        };
+        let volumes = spec.volumes.get_or_insert_with(Vec::new);
+        if volumes.iter().any(|v| v.name == name) {
+            continue;
+        }
+        volumes.push(Volume {
+            name: name.to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: name.to_owned(),
+                read_only: None,
+            }),
+            ..Volume::default()
+        });
+    }
+}
+
 pub(crate) fn template_of(resource: &Node, kind: WorkloadKind) -> Option<&Mapping> {
     resource.get_path(kinds::template_keys(kind))?.as_map()
 }

@@ -561,3 +561,48 @@ fn a_repeated_config_map_is_a_warning_and_the_later_one_wins() {
     assert_eq!(r.warnings().len(), 1);
     assert_eq!(r.warnings()[0].resource, "ConfigMap cm (document 2)");
 }
+
+#[test]
+fn statefulset_claim_templates_become_pod_volumes() {
+    let yaml = r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  serviceName: db
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      containers:
+        - name: db
+          image: registry.example/db@sha256:0000000000000000000000000000000000000000000000000000000000000000
+          volumeMounts:
+            - name: data
+              mountPath: /var/lib/db
+  volumeClaimTemplates:
+    - metadata:
+        name: data
+      spec:
+        accessModes: [ReadWriteOnce]
+        resources:
+          requests:
+            storage: 1Gi
+"#;
+    let resources = nunki_kube::Resources::from_str("db.yaml", yaml).unwrap();
+    let workloads = resources.workloads();
+    let spec = &workloads[0].pod_input().spec;
+    let volumes = spec.volumes.as_ref().unwrap();
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(volumes[0].name, "data");
+    assert_eq!(
+        volumes[0]
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name,
+        "data"
+    );
+}
