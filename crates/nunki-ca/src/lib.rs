@@ -52,6 +52,7 @@ mod ca;
 mod error;
 mod keys;
 mod san;
+mod seed;
 mod serial;
 mod spki;
 mod validity;
@@ -61,3 +62,7 @@ pub use ca::{
 };
 pub use error::{CaError, CaKeyRole};
 pub use keys::generate_p384_pkcs8;
+pub use seed::{
+    HISTORY_SIGNING_KEY_LABEL, ROOT_CA_KEY_LABEL, SALT_LEN, SEED_LEN, Salt, Seed, SeedEngine,
+    SeedError, WORKLOAD_SECRET_LABEL, WORKLOAD_SECRET_LEN,
+};
