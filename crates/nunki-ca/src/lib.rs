@@ -20,6 +20,11 @@
 //! its subject and key depend only on the root key, so an old root PEM keeps validating chains
 //! built by a later [`Ca`] with the same root key.
 //!
+//! With the seed engine ([`SeedEngine`]) the root key is derived from the Coordinator's
+//! [`Seed`] and [`Salt`] instead of generated, so the root CA survives recovery; the mesh key stays
+//! random per manifest. [`encrypt_seed_share`] / [`decrypt_seed_share`] carry the seed to and from
+//! the seed-share owners.
+//!
 //! The crate does no I/O. Time is injected; serial numbers and ECDSA signatures are the only
 //! non-deterministic parts of the output.
 //!
@@ -53,6 +58,7 @@ mod error;
 mod keys;
 mod san;
 mod seed;
+mod seedshare;
 mod serial;
 mod spki;
 mod validity;
@@ -65,4 +71,9 @@ pub use keys::generate_p384_pkcs8;
 pub use seed::{
     HISTORY_SIGNING_KEY_LABEL, ROOT_CA_KEY_LABEL, SALT_LEN, SEED_LEN, Salt, Seed, SeedEngine,
     SeedError, WORKLOAD_SECRET_LABEL, WORKLOAD_SECRET_LEN,
+};
+pub use seedshare::{
+    MIN_SEEDSHARE_OWNER_KEY_BITS, SEED_SHARE_FORMAT_VERSION, SEED_SHARE_OAEP_LABEL,
+    SEEDSHARE_OWNER_KEY_BITS, SeedShare, SeedShareError, decrypt_seed_share, encrypt_seed_share,
+    generate_seedshare_owner_key, seedshare_owner_key_digest, seedshare_owner_public_key,
 };

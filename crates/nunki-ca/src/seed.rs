@@ -400,6 +400,18 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_held_in_zeroizing_buffers() {
+        // Structural check: these bindings only compile while the fields wrap `Zeroizing`.
+        let seed = Seed::from_bytes(&[1; SEED_LEN]).unwrap();
+        let salt = Salt::from_bytes(&[2; SALT_LEN]).unwrap();
+        let _: &Zeroizing<[u8; SEED_LEN]> = &seed.0;
+        let _: &Zeroizing<[u8; SALT_LEN]> = &salt.0;
+        let engine = SeedEngine::new(&seed, &salt);
+        let _: Zeroizing<Vec<u8>> = engine.root_ca_key().unwrap();
+        let _: Zeroizing<[u8; WORKLOAD_SECRET_LEN]> = engine.workload_secret("x").unwrap();
+    }
+
+    #[test]
     fn labels_are_prefix_free() {
         let labels = [
             ROOT_CA_KEY_LABEL,
