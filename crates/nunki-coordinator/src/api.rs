@@ -126,6 +126,11 @@ impl MeshApiTrait for MeshApi {
             mesh_ca: cert.mesh_ca.into_bytes(),
             cert_chain: cert.chain.into_bytes(),
             root_ca: cert.root_ca.into_bytes(),
+            workload_secret: cert
+                .workload_secret
+                .as_deref()
+                .map(|s| s.to_vec())
+                .unwrap_or_default(),
         }))
     }
 }

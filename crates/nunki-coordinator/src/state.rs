@@ -113,6 +113,8 @@ pub struct MeshCert {
     pub chain: String,
     /// Root CA PEM.
     pub root_ca: String,
+    /// The workload secret for the entry's `WorkloadSecretID` (`None` when it has none).
+    pub workload_secret: Option<Zeroizing<[u8; 64]>>,
 }
 
 /// The Coordinator.
@@ -121,7 +123,10 @@ pub struct Coordinator {
     clock: Clock,
     status: RwLock<Status>,
     set_lock: tokio::sync::Mutex<()>,
-    root_key: std::sync::Mutex<Option<Zeroizing<Vec<u8>>>>,
+    /// The seed engine, created with a fresh seed on the first `SetManifest`. The root CA key
+    /// and workload secrets are derived from it. Held in memory only: after a restart the
+    /// Coordinator is in recovery mode until the seed is given back (seed shares, issue 6).
+    seed: std::sync::Mutex<Option<Arc<nunki_ca::SeedEngine>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -159,7 +164,7 @@ impl Coordinator {
             clock,
             status: RwLock::new(status),
             set_lock: tokio::sync::Mutex::new(()),
-            root_key: std::sync::Mutex::new(None),
+            seed: std::sync::Mutex::new(None),
             metrics,
         })
     }
@@ -310,16 +315,25 @@ impl Coordinator {
     }
 
     fn root_key(&self) -> Result<Zeroizing<Vec<u8>>, CoordError> {
+        self.seed_engine()?
+            .root_ca_key()
+            .map_err(|e| CoordError::Internal(format!("deriving the root CA key: {e}")))
+    }
+
+    /// The seed engine; the first call creates a fresh seed and salt.
+    fn seed_engine(&self) -> Result<Arc<nunki_ca::SeedEngine>, CoordError> {
         let mut g = self
-            .root_key
+            .seed
             .lock()
-            .map_err(|_| CoordError::Internal("root key lock poisoned".into()))?;
-        if let Some(k) = g.as_ref() {
-            return Ok(k.clone());
+            .map_err(|_| CoordError::Internal("seed lock poisoned".into()))?;
+        if let Some(e) = g.as_ref() {
+            return Ok(e.clone());
         }
-        let k = nunki_ca::generate_p384_pkcs8().map_err(|e| CoordError::Internal(e.to_string()))?;
-        *g = Some(k.clone());
-        Ok(k)
+        let seed = nunki_ca::Seed::generate().map_err(|e| CoordError::Internal(e.to_string()))?;
+        let salt = nunki_ca::Salt::generate().map_err(|e| CoordError::Internal(e.to_string()))?;
+        let engine = Arc::new(nunki_ca::SeedEngine::new(&seed, &salt));
+        *g = Some(engine.clone());
+        Ok(engine)
     }
 
     /// The whole history, oldest first, with every referenced policy (all re-hashed).
@@ -377,12 +391,24 @@ impl Coordinator {
                 ),
                 other => CoordError::Internal(format!("issuing the certificate: {other}")),
             })?;
+        let workload_secret = if entry.workload_secret_id.is_empty() {
+            None
+        } else {
+            Some(
+                self.seed_engine()?
+                    .workload_secret(&entry.workload_secret_id)
+                    .map_err(|e| {
+                        CoordError::Internal(format!("deriving the workload secret: {e}"))
+                    })?,
+            )
+        };
         self.metrics.certificates_issued.inc();
         tracing::info!(policy = %hash, matched = %peer.matched, "issued mesh certificate");
         Ok(MeshCert {
             mesh_ca: state.ca.mesh_ca_pem().to_string(),
             chain: state.ca.chain_pem(&leaf),
             root_ca: state.ca.root_pem().to_string(),
+            workload_secret,
         })
     }
 }

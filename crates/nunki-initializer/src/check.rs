@@ -379,6 +379,7 @@ mod tests {
             cert_chain: ca.chain_pem(&leaf).into_bytes(),
             key_pem: Vec::new(),
             root_ca: ca.root_pem().as_bytes().to_vec(),
+            workload_secret: None,
         }
     }
 
@@ -518,6 +519,7 @@ mod tests {
             cert_chain: format!("{}{}", leaf.pem(), other.intermediate_pem()).into_bytes(),
             key_pem: Vec::new(),
             root_ca: root_cert.pem().into_bytes(),
+            workload_secret: None,
         };
         assert_eq!(
             check_reply(&r, &k.spki_der(), None, now()),
@@ -571,6 +573,7 @@ mod tests {
             cert_chain: format!("{}{}", leaf.pem(), intermediate.pem()).into_bytes(),
             key_pem: Vec::new(),
             root_ca: root_cert.pem().into_bytes(),
+            workload_secret: None,
         }
     }
 

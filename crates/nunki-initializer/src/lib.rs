@@ -144,7 +144,7 @@ pub fn coordinator_addr(host: &str) -> Result<String, InitError> {
 }
 
 /// The files a workload sees.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct MeshFiles {
     /// `mesh-ca.pem`.
     pub mesh_ca: Vec<u8>,
@@ -154,6 +154,24 @@ pub struct MeshFiles {
     pub key_pem: Vec<u8>,
     /// `coordinator-root-ca.pem`.
     pub root_ca: Vec<u8>,
+    /// `workload-secret-seed`: the hex of the 64-byte workload secret, when the pod's manifest
+    /// entry has a `WorkloadSecretID`.
+    pub workload_secret: Option<zeroize::Zeroizing<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for MeshFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key and the workload secret are never printed.
+        f.debug_struct("MeshFiles")
+            .field("mesh_ca", &String::from_utf8_lossy(&self.mesh_ca))
+            .field("cert_chain", &String::from_utf8_lossy(&self.cert_chain))
+            .field("root_ca", &String::from_utf8_lossy(&self.root_ca))
+            .field(
+                "workload_secret",
+                &self.workload_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// How [`request`] retries and what it accepts.
@@ -222,11 +240,24 @@ pub async fn request_once(
         .await
         .map_err(|s| AttemptError::Refused(describe_status(&s)))?
         .into_inner();
+    let secret = zeroize::Zeroizing::new(r.workload_secret);
+    let workload_secret = match secret.len() {
+        0 => None,
+        64 => Some(zeroize::Zeroizing::new(
+            hex::encode(secret.as_slice()).into_bytes(),
+        )),
+        n => {
+            return Err(AttemptError::Refused(format!(
+                "the workload secret has {n} bytes, expected 64"
+            )));
+        }
+    };
     let files = MeshFiles {
         mesh_ca: r.mesh_ca,
         cert_chain: r.cert_chain,
         key_pem: Vec::new(),
         root_ca: r.root_ca,
+        workload_secret,
     };
     check_reply(
         &files,

@@ -15,14 +15,22 @@ pub const DATA_LINK: &str = "..data";
 /// The temporary name of the next `..data` symlink before it is renamed into place.
 const DATA_TMP: &str = "..data_tmp";
 
+/// The workload secret's file (hex, mode 0400), present when the manifest entry has a
+/// `WorkloadSecretID`.
+pub const WORKLOAD_SECRET_FILE: &str = "workload-secret-seed";
+
 /// The visible files, their contents' source and their mode.
-fn entries(files: &MeshFiles) -> [(&'static str, &[u8], u32); 4] {
-    [
-        (MESH_CA_FILE, &files.mesh_ca, 0o444),
-        (CERT_CHAIN_FILE, &files.cert_chain, 0o444),
-        (KEY_FILE, &files.key_pem, 0o400),
-        (ROOT_CA_FILE, &files.root_ca, 0o444),
-    ]
+fn entries(files: &MeshFiles) -> Vec<(&'static str, &[u8], u32)> {
+    let mut out = vec![
+        (MESH_CA_FILE, files.mesh_ca.as_slice(), 0o444),
+        (CERT_CHAIN_FILE, files.cert_chain.as_slice(), 0o444),
+        (KEY_FILE, files.key_pem.as_slice(), 0o400),
+        (ROOT_CA_FILE, files.root_ca.as_slice(), 0o444),
+    ];
+    if let Some(secret) = &files.workload_secret {
+        out.push((WORKLOAD_SECRET_FILE, secret.as_slice(), 0o400));
+    }
+    out
 }
 
 /// The four file names a workload reads, in the order they are written.
@@ -140,7 +148,7 @@ pub fn write_files_observed(
     // 2. The visible names: symlinks through `..data` (dangling until `..data` exists, so a
     //    first run shows no readable file before the switch; a rerun finds them in place).
     let tmp_suffix = format!(".tmp-{}", std::process::id());
-    for name in FILE_NAMES {
+    for (name, _, _) in entries(files) {
         ensure_symlink(
             dir,
             name,
@@ -235,6 +243,7 @@ mod tests {
             cert_chain: format!("chain {tag}").into_bytes(),
             key_pem: format!("key {tag}").into_bytes(),
             root_ca: format!("root {tag}").into_bytes(),
+            workload_secret: None,
         }
     }
 

@@ -121,6 +121,7 @@ impl MeshApi for Fake {
                     mesh_ca: self.ca.mesh_ca_pem().into(),
                     cert_chain: self.ca.chain_pem(&leaf).into(),
                     root_ca: self.ca.root_pem().into(),
+                    workload_secret: Vec::new(),
                 }
             }
             Answer::OtherCa => {
@@ -129,6 +130,7 @@ impl MeshApi for Fake {
                     mesh_ca: self.ca.mesh_ca_pem().into(),
                     cert_chain: self.other.chain_pem(&leaf).into(),
                     root_ca: self.ca.root_pem().into(),
+                    workload_secret: Vec::new(),
                 }
             }
             Answer::OtherKey => {
@@ -138,6 +140,7 @@ impl MeshApi for Fake {
                     mesh_ca: self.ca.mesh_ca_pem().into(),
                     cert_chain: self.ca.chain_pem(&leaf).into(),
                     root_ca: self.ca.root_pem().into(),
+                    workload_secret: Vec::new(),
                 }
             }
             Answer::Garbage => NewMeshCertResponse {
@@ -146,6 +149,7 @@ impl MeshApi for Fake {
                     b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n"
                         .to_vec(),
                 root_ca: b"\x00\x01\x02".to_vec(),
+                workload_secret: Vec::new(),
             },
         };
         Ok(Response::new(r))

@@ -1,0 +1,146 @@
+//! Workload secrets: a manifest entry's `WorkloadSecretID` yields a 64-byte secret from the
+//! Coordinator's seed, delivered with the mesh certificate and written as
+//! `workload-secret-seed` (hex, 0400). Same ID → same secret; other ID → other secret; no ID →
+//! no file. Real Coordinator, real aTLS on loopback, simulated platform.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nunki_api::userapi::SetManifestRequest;
+use nunki_api::userapi::user_api_client::UserApiClient;
+use nunki_atls::grpc::{Target, connect};
+use nunki_atls::verify::system_clock;
+use nunki_atls::{ClientIdentity, HostDataRule, ReferenceVerifier, ServerVerification, SimIssuer};
+use nunki_attestation::sim::SimPlatform;
+use nunki_coordinator::run::{Options, StoreChoice, start};
+use nunki_initializer::{RequestOptions, request, write_files};
+use nunki_manifest::{HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role};
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    nunki_manifest::sha256(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_secrets_follow_the_id() {
+    let work = tempfile::tempdir().unwrap();
+    let platform = Arc::new(SimPlatform::open_or_create(&work.path().join("sim")).unwrap());
+    let coordinator_policy = b"coordinator (workload secret test)".to_vec();
+    let pods: [(&[u8], &str); 4] = [
+        (b"web a", "apps/v1/Deployment/default/web"),
+        (b"web b", "apps/v1/Deployment/default/web"),
+        (b"backend", "apps/v1/Deployment/default/backend"),
+        (b"no id", ""),
+    ];
+    let mut policies = BTreeMap::new();
+    policies.insert(
+        PolicyHash(sha256(&coordinator_policy)),
+        PolicyEntry {
+            sans: vec!["coordinator".into()],
+            workload_secret_id: String::new(),
+            role: Role::Coordinator,
+        },
+    );
+    for (policy, id) in &pods {
+        policies.insert(
+            PolicyHash(sha256(policy)),
+            PolicyEntry {
+                sans: vec!["pod".into()],
+                workload_secret_id: (*id).to_string(),
+                role: Role::None,
+            },
+        );
+    }
+    let manifest = Manifest {
+        policies,
+        reference_values: ReferenceValues {
+            snp: vec![],
+            tdx: vec![],
+            simulated: vec![platform.reference_values()],
+        },
+        workload_owner_key_digests: vec![],
+        seedshare_owner_pub_keys: vec![],
+    };
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let coordinator_host = HostData(sha256(&coordinator_policy));
+    let c = start(Options {
+        issuer: Arc::new(SimIssuer::new(platform.clone(), coordinator_host)),
+        store: StoreChoice::Memory,
+        user_api: any,
+        mesh_api: any,
+        metrics: any,
+        clock: system_clock(),
+    })
+    .await
+    .unwrap();
+    let verifier = Arc::new(
+        ReferenceVerifier::new(
+            &[],
+            &[platform.reference_values()],
+            HostDataRule::OneOf(vec![coordinator_host]),
+            system_clock(),
+        )
+        .unwrap(),
+    );
+    let ch = connect(&Target::new(
+        c.user_api.to_string(),
+        ServerVerification::Verify(verifier),
+        ClientIdentity::None,
+    ))
+    .await
+    .unwrap();
+    let mut all = vec![coordinator_policy];
+    all.extend(pods.iter().map(|(p, _)| p.to_vec()));
+    UserApiClient::new(ch.channel())
+        .set_manifest(SetManifestRequest {
+            manifest: manifest.to_json_bytes(),
+            policies: all,
+            previous_transition: vec![],
+        })
+        .await
+        .unwrap();
+
+    let opts = RequestOptions {
+        attempts: Some(3),
+        base_delay: Duration::from_millis(100),
+        ..RequestOptions::default()
+    };
+    let mut secrets = Vec::new();
+    for (i, (policy, _)) in pods.iter().enumerate() {
+        let issuer = Arc::new(SimIssuer::new(platform.clone(), HostData(sha256(policy))));
+        let files = request(&c.mesh_api.to_string(), issuer, &opts)
+            .await
+            .unwrap();
+        let out = work.path().join(format!("pod{i}"));
+        write_files(&out, &files).unwrap();
+        let path = out.join("workload-secret-seed");
+        if pods[i].1.is_empty() {
+            assert!(!path.exists(), "no WorkloadSecretID, no secret file");
+            secrets.push(None);
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.len(), 128, "hex of 64 bytes: {text}");
+        assert!(hex::decode(&text).is_ok());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o400
+        );
+        assert!(
+            !format!("{files:?}").contains(&text),
+            "Debug must not show the secret"
+        );
+        secrets.push(Some(text));
+    }
+    assert_eq!(secrets[0], secrets[1], "same ID, same secret");
+    assert_ne!(secrets[0], secrets[2], "other ID, other secret");
+    c.shutdown().await;
+}
