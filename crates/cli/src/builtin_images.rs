@@ -3,7 +3,7 @@
 //!
 //! Reference scheme: `ghcr.io/nunki/<binary>:v<version of this CLI>`.
 
-use nunki_policy::{ImageConfig, ImageInfo};
+use nunki_policy::ImageConfig;
 
 /// The Initializer image.
 pub const INITIALIZER: &str = concat!(
@@ -62,6 +62,6 @@ pub fn image_info_json(initializer: &str) -> String {
 }
 
 /// Whether `image` is one of Nunki's built-in images (no digest warning for those).
-pub fn is_builtin(image: &str, _images: &ImageInfo) -> bool {
+pub fn is_builtin(image: &str) -> bool {
     [INITIALIZER, COORDINATOR, DEMO].contains(&image)
 }

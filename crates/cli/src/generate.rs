@@ -14,7 +14,9 @@ use clap::{Args, ValueEnum};
 use nunki_kube::{Resources, RewriteOptions, WorkloadRef};
 use nunki_manifest::draft::{self, GeneratedWorkload, OwnerKeys, ReferenceChoice};
 use nunki_manifest::{Role, SnpProduct};
-use nunki_policy::{ImageInfo, PolicyDocument, PolicyFormat, reference_has_digest};
+use nunki_policy::{
+    ImageInfo, PolicyDocument, PolicyFormat, PolicyGenerator, Settings, reference_has_digest,
+};
 
 use crate::builtin_images;
 
@@ -171,14 +173,14 @@ pub fn generate(a: &GenerateArgs) -> Result<Generated> {
                 .join(", ")
         );
     }
-    check_digests(&workloads, &images, a.require_digests)?;
+    check_digests(&workloads, a.require_digests)?;
 
     let format = if a.policy_annotation {
         PolicyFormat::Legacy
     } else {
         PolicyFormat::Initdata
     };
-    let generator = crate::policy_text::generator()?;
+    let generator = PolicyGenerator::new(Settings::default())?;
     let mut generated = Vec::new();
     let mut errors = Vec::new();
     let mut documents = Vec::new();
@@ -327,10 +329,10 @@ fn load_images(path: &Path, explicit: bool, initializer_image: &str) -> Result<I
     Ok(images)
 }
 
-fn check_digests(workloads: &[WorkloadRef], images: &ImageInfo, require: bool) -> Result<()> {
+fn check_digests(workloads: &[WorkloadRef], require: bool) -> Result<()> {
     let mut undigested = BTreeSet::new();
     for w in workloads {
-        let spec = &w.pod_input().spec;
+        let spec = &w.input().spec;
         let all = spec
             .init_containers
             .iter()
@@ -339,7 +341,7 @@ fn check_digests(workloads: &[WorkloadRef], images: &ImageInfo, require: bool) -
         for c in all {
             if let Some(image) = c.image.as_deref()
                 && !reference_has_digest(image)
-                && !builtin_images::is_builtin(image, images)
+                && !builtin_images::is_builtin(image)
             {
                 undigested.insert(format!("{} ({})", image, w.describe()));
             }
@@ -361,14 +363,15 @@ fn check_digests(workloads: &[WorkloadRef], images: &ImageInfo, require: bool) -
 }
 
 fn policy_document(
-    generator: &nunki_policy::generate::PolicyGenerator,
+    generator: &PolicyGenerator,
     w: &WorkloadRef,
     resources: &Resources,
     images: &ImageInfo,
     format: PolicyFormat,
 ) -> Result<PolicyDocument> {
-    let input = w.pod_input();
-    let text = crate::policy_text::generate(generator, &input, images, resources.config_sources())
+    let input = w.input();
+    let text = generator
+        .policy(input, images, resources.config_sources())
         .with_context(|| w.describe())?;
     let doc = PolicyDocument::new(format, &text).with_context(|| w.describe())?;
     doc.check_annotations_size(&input.annotations)

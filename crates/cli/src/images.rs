@@ -56,7 +56,7 @@ pub fn run(cmd: ImagesCmd) -> Result<std::process::ExitCode> {
         .and_then(|t| serde_json::from_str::<Value>(&t).ok());
     let mut wanted = BTreeSet::new();
     for w in resources.workloads() {
-        let spec = w.pod_input().spec;
+        let spec = &w.input().spec;
         for c in spec
             .init_containers
             .iter()
@@ -66,7 +66,7 @@ pub fn run(cmd: ImagesCmd) -> Result<std::process::ExitCode> {
             let Some(image) = c.image.clone() else {
                 continue;
             };
-            if crate::builtin_images::is_builtin(&image, &nunki_policy::ImageInfo::new()) {
+            if crate::builtin_images::is_builtin(&image) {
                 continue;
             }
             let have = existing

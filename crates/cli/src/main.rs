@@ -9,7 +9,6 @@ mod generate;
 mod images;
 mod policies;
 mod policy_cmd;
-mod policy_text;
 mod report;
 mod set;
 mod sim;
