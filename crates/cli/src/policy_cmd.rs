@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use nunki_kube::{INITDATA_ANNOTATION, Node, POLICY_ANNOTATION};
+use nunki_kube::Resources;
 use nunki_policy::{AgentPolicy, PolicyDocument};
 
 /// `nunki policy ...`
@@ -87,18 +87,21 @@ fn eval(a: &EvalArgs) -> Result<ExitCode> {
     })
 }
 
-/// The policy text of a Rego file, or of the policy annotation in Kubernetes YAML.
+/// The policy text of a Rego file, or of the policy annotation of a workload in Kubernetes
+/// YAML.
 fn load_policy(path: &Path, workload: Option<&str>) -> Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     if text.contains("package agent_policy") {
         return Ok(text);
     }
-    let docs = nunki_kube::parse_documents(path, &text).map_err(anyhow::Error::msg)?;
-    let mut found = Vec::new();
-    for doc in &docs {
-        collect(doc, &mut found);
-    }
+    let resources = Resources::read(&[path.to_path_buf()]).map_err(anyhow::Error::msg)?;
+    let found: Vec<(String, BTreeMap<String, String>)> = resources
+        .workloads()
+        .iter()
+        .map(|w| (w.name().to_string(), resources.policy_annotations(w)))
+        .filter(|(_, annotations)| !annotations.is_empty())
+        .collect();
     let chosen = match workload {
         Some(name) => found.into_iter().find(|(n, _)| n == name).ok_or_else(|| {
             anyhow!("{}: no workload {name:?} with a policy annotation", path.display())
@@ -114,51 +117,4 @@ fn load_policy(path: &Path, workload: Option<&str>) -> Result<String> {
         .map_err(anyhow::Error::msg)?
         .ok_or_else(|| anyhow!("no policy annotation"))?;
     Ok(doc.policy_text)
-}
-
-/// `(name, policy annotations)` of every object in `node` with a policy annotation, using the
-/// enclosing resource's name.
-fn collect(node: &Node, out: &mut Vec<(String, BTreeMap<String, String>)>) {
-    let name = node
-        .get_path(&["metadata", "name"])
-        .and_then(Node::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let mut stack = vec![node];
-    while let Some(n) = stack.pop() {
-        if let Some(ann) = n
-            .get_path(&["metadata", "annotations"])
-            .and_then(Node::as_map)
-        {
-            let mut map = BTreeMap::new();
-            for key in [INITDATA_ANNOTATION, POLICY_ANNOTATION] {
-                if let Some(v) = ann.get(key).and_then(Node::as_str) {
-                    map.insert(key.to_string(), v.to_string());
-                }
-            }
-            if !map.is_empty() {
-                out.push((name.clone(), map));
-                continue;
-            }
-        }
-        match n {
-            Node::Map(m) => stack.extend(
-                m.iter()
-                    .map(|(_, v)| v)
-                    .filter(|v| !matches!(v, Node::String(_))),
-            ),
-            Node::Seq(items) => {
-                if let Some(first) = items.first()
-                    && first.get_path(&["metadata", "name"]).is_some()
-                {
-                    for item in items {
-                        collect(item, out);
-                    }
-                } else {
-                    stack.extend(items.iter());
-                }
-            }
-            _ => {}
-        }
-    }
 }

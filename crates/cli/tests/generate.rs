@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use nunki_kube::{INITDATA_ANNOTATION, Node, POLICY_ANNOTATION, Resources};
+use nunki_kube::{INITDATA_ANNOTATION, POLICY_ANNOTATION, Resources};
 use nunki_policy::{ConfigSources, PodInput, PolicyDocument};
 use nunki_runner::agent::{AgentError, ImageConfigs, SandboxContext, SimulatedAgent};
 
@@ -120,20 +120,13 @@ fn policy_and_config(file: &Path, name: &str) -> (PodInput, PolicyDocument, Conf
         .into_iter()
         .find(|w| w.name() == name)
         .unwrap();
-    let text = std::fs::read_to_string(file).unwrap();
-    let docs = nunki_kube::parse_documents(file, &text).unwrap();
-    let ann = docs
-        .iter()
-        .filter(|d| d.get_path(&["metadata", "name"]).and_then(Node::as_str) == Some(name))
-        .find_map(|d| d.get_path(&["spec", "template", "metadata", "annotations"]))
-        .and_then(Node::as_map)
-        .unwrap();
-    let mut map = std::collections::BTreeMap::new();
-    for k in [INITDATA_ANNOTATION, POLICY_ANNOTATION] {
-        if let Some(v) = ann.get(k).and_then(Node::as_str) {
-            map.insert(k.to_string(), v.to_string());
-        }
-    }
+    let map = resources.policy_annotations(&w);
+    assert_eq!(
+        map.len(),
+        1,
+        "exactly one policy annotation: {:?}",
+        map.keys()
+    );
     (
         w.pod_input(),
         PolicyDocument::from_annotations(&map).unwrap().unwrap(),

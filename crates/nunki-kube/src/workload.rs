@@ -159,6 +159,23 @@ impl Resources {
             .collect()
     }
 
+    /// The policy annotations ([`crate::INITDATA_ANNOTATION`], [`crate::POLICY_ANNOTATION`])
+    /// on the workload's pod template as they are in the tree now (empty when it has none).
+    pub fn policy_annotations(&self, workload: &WorkloadRef) -> BTreeMap<String, String> {
+        let annotations = self
+            .node(workload.loc)
+            .and_then(|n| n.get_path(kinds::template_keys(workload.kind)))
+            .and_then(|t| t.get_path(&["metadata", "annotations"]))
+            .and_then(Node::as_map);
+        [crate::INITDATA_ANNOTATION, crate::POLICY_ANNOTATION]
+            .into_iter()
+            .filter_map(|key| {
+                let value = annotations?.get(key)?.as_str()?;
+                Some((key.to_owned(), value.to_owned()))
+            })
+            .collect()
+    }
+
     /// Sets the policy annotation `key` (one of [`crate::INITDATA_ANNOTATION`] and
     /// [`crate::POLICY_ANNOTATION`]) to `value` on the workload's pod template, creating
     /// `metadata` and `annotations` as needed, and removes the other policy annotation (a pod

@@ -366,10 +366,19 @@ fn set_policy_annotation_creates_maps_and_replaces_the_other_key() {
     let text = "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: backup}\nspec:\n  schedule: '@daily'\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: c, image: x}]\n";
     let mut r = rewrite(text, &opts());
     let w = r.workloads().remove(0);
+    assert!(r.policy_annotations(&w).is_empty());
     r.set_policy_annotation(&w, POLICY_ANNOTATION, "cG9saWN5")
         .unwrap();
+    assert_eq!(
+        r.policy_annotations(&w).into_iter().collect::<Vec<_>>(),
+        [(POLICY_ANNOTATION.to_string(), "cG9saWN5".to_string())]
+    );
     r.set_policy_annotation(&w, INITDATA_ANNOTATION, "aW5pdGRhdGE=")
         .unwrap();
+    assert_eq!(
+        r.policy_annotations(&w).into_iter().collect::<Vec<_>>(),
+        [(INITDATA_ANNOTATION.to_string(), "aW5pdGRhdGE=".to_string())]
+    );
     let out = r.to_combined_yaml().unwrap();
     assert!(
         out.contains("      template:\n        metadata:\n          annotations:\n            io.katacontainers.config.hypervisor.cc_init_data: aW5pdGRhdGE=\n        spec:\n"),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use nunki_kube::{INITDATA_ANNOTATION, Node, POLICY_ANNOTATION, Resources};
+use nunki_kube::Resources;
 use nunki_policy::{PodInput, PolicyDocument};
 use nunki_runner::agent::{AgentError, ImageConfigs, SandboxContext, SimulatedAgent};
 use nunki_runner::processes::{BuiltinImage, ContainerRun, Network, Processes};
@@ -171,20 +171,7 @@ fn load_pod(file: &Path) -> Result<Pod> {
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("{}: no workload", file.display()))?;
-    let text = std::fs::read_to_string(file)?;
-    let docs = nunki_kube::parse_documents(file, &text).map_err(anyhow::Error::msg)?;
-    let annotations = docs
-        .iter()
-        .find_map(|d| d.get_path(&["spec", "template", "metadata", "annotations"]))
-        .and_then(Node::as_map)
-        .ok_or_else(|| anyhow!("{}: no pod template annotations", file.display()))?;
-    let mut map = std::collections::BTreeMap::new();
-    for key in [INITDATA_ANNOTATION, POLICY_ANNOTATION] {
-        if let Some(v) = annotations.get(key).and_then(Node::as_str) {
-            map.insert(key.to_string(), v.to_string());
-        }
-    }
-    let policy = PolicyDocument::from_annotations(&map)
+    let policy = PolicyDocument::from_annotations(&resources.policy_annotations(&workload))
         .map_err(anyhow::Error::msg)?
         .ok_or_else(|| anyhow!("{}: no policy annotation; run generate", file.display()))?;
     Ok(Pod {
