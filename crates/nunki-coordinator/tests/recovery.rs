@@ -27,6 +27,16 @@ use tonic::Code;
 mod common;
 use common::*;
 
+/// A refused recovery: what, client key, seed, salt, expected code, expected text.
+type Case = (
+    &'static str,
+    Option<Arc<AttestingKey>>,
+    Vec<u8>,
+    Vec<u8>,
+    Code,
+    &'static str,
+);
+
 /// A seed-share owner: (PKCS#8 private key, hex PKCS#1 public key, TLS client key).
 fn seedshare_owner() -> (Vec<u8>, String, Arc<AttestingKey>) {
     let (private, public) = nunki_ca::generate_seedshare_owner_key().unwrap();
@@ -158,14 +168,7 @@ async fn restart_recover_and_issue_again() {
     let mut bad_salt = salt.as_bytes().to_vec();
     bad_salt[31] ^= 1;
     let p256 = Arc::new(AttestingKey::generate().unwrap());
-    let cases: Vec<(
-        &str,
-        Option<Arc<AttestingKey>>,
-        Vec<u8>,
-        Vec<u8>,
-        Code,
-        &str,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "no client key",
             None,
