@@ -58,6 +58,21 @@ impl Deployment {
         seedshare_owner_pub_keys: Vec<String>,
         extra_san: &str,
     ) -> Self {
+        Self::build_for(
+            sim().reference_values(),
+            owner_digests,
+            seedshare_owner_pub_keys,
+            extra_san,
+        )
+    }
+
+    /// Like [`Deployment::build`] for another simulated platform.
+    pub fn build_for(
+        rv: nunki_manifest::SimulatedReferenceValues,
+        owner_digests: Vec<Sha256Fingerprint>,
+        seedshare_owner_pub_keys: Vec<String>,
+        extra_san: &str,
+    ) -> Self {
         let coordinator_policy = b"package agent_policy\n# coordinator\n".to_vec();
         let web_policy = format!("package agent_policy\n# web {extra_san}\n").into_bytes();
         let mut policies = BTreeMap::new();
@@ -87,7 +102,7 @@ impl Deployment {
             reference_values: ReferenceValues {
                 snp: vec![],
                 tdx: vec![],
-                simulated: vec![sim().reference_values()],
+                simulated: vec![rv],
             },
             workload_owner_key_digests: owner_digests,
             seedshare_owner_pub_keys,
@@ -134,14 +149,19 @@ pub async fn user_channel(
     host: HostData,
     key: Option<Arc<AttestingKey>>,
 ) -> Result<AtlsChannel, ConnectError> {
+    user_channel_for(addr, host, key, sim().reference_values()).await
+}
+
+/// Like [`user_channel`] for a Coordinator on another simulated platform.
+pub async fn user_channel_for(
+    addr: SocketAddr,
+    host: HostData,
+    key: Option<Arc<AttestingKey>>,
+    rv: nunki_manifest::SimulatedReferenceValues,
+) -> Result<AtlsChannel, ConnectError> {
     let verifier = Arc::new(
-        ReferenceVerifier::new(
-            &[],
-            &[sim().reference_values()],
-            HostDataRule::OneOf(vec![host]),
-            system_clock(),
-        )
-        .unwrap(),
+        ReferenceVerifier::new(&[], &[rv], HostDataRule::OneOf(vec![host]), system_clock())
+            .unwrap(),
     );
     let identity = key.map_or(ClientIdentity::None, ClientIdentity::Key);
     connect(&Target::new(
