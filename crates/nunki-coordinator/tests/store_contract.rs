@@ -4,7 +4,8 @@
     clippy::indexing_slicing,
     clippy::panic
 )]
-//! The manifest history on every [`Store`] backend ([`MemStore`], [`DirStore`]), and what the
+//! The manifest history on every [`Store`] backend ([`MemStore`], [`DirStore`], the Kubernetes
+//! store on a fake API server), and what the
 //! history looks like on disk in a directory store (layout, modes, tampered files, crash
 //! leftovers). The store-level contract itself is `nunki_store::contract`, run by each
 //! backend's crate.
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use nunki_coordinator::history::{History, HistoryEntry, HistoryError, LatestTransition};
 use nunki_coordinator::store::{DirStore, MemStore, Store, StoreKey};
+use nunki_kube::store::fake::FakeApiServer;
 use nunki_manifest::{ManifestHash, PolicyHash, Transition, TransitionHash};
 use tempfile::TempDir;
 
@@ -26,13 +28,19 @@ struct Fixture {
     store: Arc<dyn Store>,
     /// The state directory of a [`DirStore`].
     dir: Option<TempDir>,
+    /// The fake API server of a [`KubeStore`].
+    kube: Option<FakeApiServer>,
 }
+
+/// Namespace of the Kubernetes store's ConfigMaps.
+const NS: &str = "nunki";
 
 impl Fixture {
     fn mem() -> Fixture {
         Fixture {
             store: Arc::new(MemStore::new()),
             dir: None,
+            kube: None,
         }
     }
 
@@ -42,15 +50,27 @@ impl Fixture {
         Fixture {
             store: Arc::new(store),
             dir: Some(dir),
+            kube: None,
+        }
+    }
+
+    async fn kube() -> Fixture {
+        let server = FakeApiServer::start().await.unwrap();
+        Fixture {
+            store: Arc::new(server.store(NS).unwrap()),
+            dir: None,
+            kube: Some(server),
         }
     }
 
     /// Another handle on the same data: for a directory, a new [`DirStore`] over the same state
-    /// directory (what another process, or a restart, would open); in memory, the same store.
+    /// directory (what another process, or a restart, would open); in Kubernetes, a new client
+    /// (another replica); in memory, the same store.
     async fn reopen(&self) -> Arc<dyn Store> {
-        match &self.dir {
-            Some(dir) => Arc::new(DirStore::open(dir.path()).await.unwrap()),
-            None => Arc::clone(&self.store),
+        match (&self.dir, &self.kube) {
+            (Some(dir), _) => Arc::new(DirStore::open(dir.path()).await.unwrap()),
+            (None, Some(server)) => Arc::new(server.store(NS).unwrap()),
+            (None, None) => Arc::clone(&self.store),
         }
     }
 
@@ -492,6 +512,15 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test(Fixture::dir().await).await;
+                }
+            )*
+        }
+        mod kube {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(Fixture::kube().await).await;
                 }
             )*
         }
