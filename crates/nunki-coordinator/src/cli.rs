@@ -22,6 +22,16 @@ enum Platform {
     Snp,
 }
 
+/// Where the manifest history lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    /// Files under --state-dir (one Coordinator; put it on a persistent volume).
+    Dir,
+    /// ConfigMaps in the Coordinator's namespace, through the Kubernetes API with the pod's
+    /// service account (in-cluster configuration). Several replicas can share it.
+    Kubernetes,
+}
+
 /// The Nunki Coordinator: attests itself to users, verifies pods and issues their mesh
 /// certificates.
 #[derive(Debug, Parser)]
@@ -30,7 +40,17 @@ struct Args {
     /// Attestation platform.
     #[arg(long, value_enum, env = "NUNKI_PLATFORM")]
     platform: Platform,
-    /// Directory for the manifest history.
+    /// Where the manifest history lives: `dir` (files under --state-dir) or `kubernetes`
+    /// (ConfigMaps named nunki-store.* in the pod's namespace, via the in-cluster API
+    /// configuration; the service account needs get, list, watch, create and update on
+    /// configmaps there, see deploy/coordinator.yaml).
+    #[arg(long, value_enum, env = "NUNKI_STORE", default_value = "dir")]
+    store: StoreKind,
+    /// With --store kubernetes: the namespace of the store's ConfigMaps (default: the pod's
+    /// own, from its service-account namespace file).
+    #[arg(long, env = "NUNKI_STORE_NAMESPACE", value_name = "NAMESPACE")]
+    store_namespace: Option<String>,
+    /// With --store dir: directory for the manifest history.
     #[arg(
         long,
         env = "NUNKI_STATE_DIR",
@@ -82,11 +102,34 @@ fn issuer(args: &Args) -> Result<Arc<dyn Issuer>> {
     open_issuer(choice).context("--platform")
 }
 
+/// The store the flags select; the Kubernetes store is set up here, before anything else, so
+/// a pod without API access fails at once with the reason.
+fn store_choice(args: &Args) -> Result<StoreChoice> {
+    Ok(match args.store {
+        StoreKind::Dir => {
+            if args.store_namespace.is_some() {
+                bail!("--store-namespace only applies to --store kubernetes");
+            }
+            StoreChoice::Dir(args.state_dir.clone())
+        }
+        StoreKind::Kubernetes => {
+            let store = nunki_kube::KubeStore::in_cluster(args.store_namespace.as_deref())
+                .context("--store kubernetes")?;
+            tracing::info!(
+                namespace = store.namespace(),
+                "history in Kubernetes ConfigMaps"
+            );
+            StoreChoice::Open(Arc::new(store))
+        }
+    })
+}
+
 async fn run(args: Args) -> Result<()> {
+    let store = store_choice(&args)?;
     let issuer = issuer(&args)?;
     let running = start(Options {
         issuer,
-        store: StoreChoice::Dir(args.state_dir.clone()),
+        store,
         user_api: args.user_api,
         mesh_api: args.mesh_api,
         metrics: args.metrics,

@@ -9,4 +9,5 @@ pub mod metrics;
 pub mod run;
 pub mod server;
 pub mod state;
-pub mod store;
+/// The history's key-value store (the `nunki-store` crate), under its old path.
+pub use nunki_store as store;

@@ -22,6 +22,9 @@ pub enum StoreChoice {
     Dir(PathBuf),
     /// In memory (tests).
     Memory,
+    /// A store opened by the caller: the Kubernetes store (`--store kubernetes`), or one
+    /// store shared by several Coordinators in a test.
+    Open(Arc<dyn Store>),
 }
 
 /// Everything needed to start a Coordinator.
@@ -116,6 +119,7 @@ pub async fn start(opts: Options) -> Result<Running, String> {
     let store: Arc<dyn Store> = match &opts.store {
         StoreChoice::Dir(d) => Arc::new(DirStore::open(d).await.map_err(|e| e.to_string())?),
         StoreChoice::Memory => Arc::new(MemStore::default()),
+        StoreChoice::Open(store) => Arc::clone(store),
     };
     let metrics = Arc::new(Metrics::default());
     let coord = Arc::new(

@@ -4,17 +4,19 @@
     clippy::indexing_slicing,
     clippy::panic
 )]
-//! One contract for every [`Store`] backend, run against [`MemStore`] and [`DirStore`], plus the
-//! history layer on top and the directory store's on-disk behaviour (layout, modes, tampered
-//! files, crash leftovers, compare-and-swap between processes).
+//! The manifest history on every [`Store`] backend ([`MemStore`], [`DirStore`], the Kubernetes
+//! store on a fake API server), and what the
+//! history looks like on disk in a directory store (layout, modes, tampered files, crash
+//! leftovers). The store-level contract itself is `nunki_store::contract`, run by each
+//! backend's crate.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use nunki_coordinator::history::{History, HistoryEntry, HistoryError, LatestTransition};
-use nunki_coordinator::store::{DirStore, MemStore, Store, StoreError, StoreKey};
+use nunki_coordinator::store::{DirStore, MemStore, Store, StoreKey};
+use nunki_kube::store::fake::FakeApiServer;
 use nunki_manifest::{ManifestHash, PolicyHash, Transition, TransitionHash};
 use tempfile::TempDir;
 
@@ -26,13 +28,19 @@ struct Fixture {
     store: Arc<dyn Store>,
     /// The state directory of a [`DirStore`].
     dir: Option<TempDir>,
+    /// The fake API server of a [`KubeStore`].
+    kube: Option<FakeApiServer>,
 }
+
+/// Namespace of the Kubernetes store's ConfigMaps.
+const NS: &str = "nunki";
 
 impl Fixture {
     fn mem() -> Fixture {
         Fixture {
             store: Arc::new(MemStore::new()),
             dir: None,
+            kube: None,
         }
     }
 
@@ -42,29 +50,33 @@ impl Fixture {
         Fixture {
             store: Arc::new(store),
             dir: Some(dir),
+            kube: None,
+        }
+    }
+
+    async fn kube() -> Fixture {
+        let server = FakeApiServer::start().await.unwrap();
+        Fixture {
+            store: Arc::new(server.store(NS).unwrap()),
+            dir: None,
+            kube: Some(server),
         }
     }
 
     /// Another handle on the same data: for a directory, a new [`DirStore`] over the same state
-    /// directory (what another process, or a restart, would open); in memory, the same store.
+    /// directory (what another process, or a restart, would open); in Kubernetes, a new client
+    /// (another replica); in memory, the same store.
     async fn reopen(&self) -> Arc<dyn Store> {
-        match &self.dir {
-            Some(dir) => Arc::new(DirStore::open(dir.path()).await.unwrap()),
-            None => Arc::clone(&self.store),
+        match (&self.dir, &self.kube) {
+            (Some(dir), _) => Arc::new(DirStore::open(dir.path()).await.unwrap()),
+            (None, Some(server)) => Arc::new(server.store(NS).unwrap()),
+            (None, None) => Arc::clone(&self.store),
         }
     }
 
     fn history(&self) -> History {
         History::new(Arc::clone(&self.store))
     }
-}
-
-fn key(s: &str) -> StoreKey {
-    s.parse().unwrap()
-}
-
-fn is_conflict(r: &Result<(), StoreError>) -> bool {
-    matches!(r, Err(StoreError::Conflict { .. }))
 }
 
 /// A valid manifest listing `policies` (the first as the Coordinator); `n` makes it unique.
@@ -156,238 +168,6 @@ fn check_walk(entries: &[HistoryEntry], chain: &Chain) {
         assert_eq!(e.transition.hash(), e.transition_hash);
         previous = e.transition_hash;
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The store contract
-
-async fn get_set_overwrite(f: Fixture) {
-    let s = &f.store;
-    let a = key("manifests/abc");
-    let b = key("policies/abc");
-    assert_eq!(s.get(&a).await.unwrap(), None);
-    s.set(&a, b"one").await.unwrap();
-    assert_eq!(s.get(&a).await.unwrap().as_deref(), Some(&b"one"[..]));
-    // Same name in another directory is another key.
-    assert_eq!(s.get(&b).await.unwrap(), None);
-    s.set(&a, b"one").await.unwrap();
-    s.set(&a, b"two, longer").await.unwrap();
-    assert_eq!(
-        s.get(&a).await.unwrap().as_deref(),
-        Some(&b"two, longer"[..])
-    );
-    s.set(&a, b"").await.unwrap();
-    assert_eq!(s.get(&a).await.unwrap().as_deref(), Some(&b""[..]));
-    let big = vec![0x5a; 1 << 20];
-    s.set(&b, &big).await.unwrap();
-    assert_eq!(s.get(&b).await.unwrap().unwrap(), big);
-    // A second handle sees the same data.
-    let other = f.reopen().await;
-    assert_eq!(other.get(&b).await.unwrap().unwrap(), big);
-    assert!(
-        s.location(&a).contains("manifests/abc"),
-        "{}",
-        s.location(&a)
-    );
-}
-
-async fn keys_are_validated(f: Fixture) {
-    for ok in [
-        "manifests/abc",
-        "transitions/latest",
-        "a-b-0/Name-With-Caps-9",
-        &format!("{}/{}", "d".repeat(128), "N".repeat(128)),
-    ] {
-        let k: StoreKey = ok.parse().unwrap();
-        assert_eq!(k.to_string(), ok);
-        f.store.set(&k, ok.as_bytes()).await.unwrap();
-        assert_eq!(f.store.get(&k).await.unwrap().unwrap(), ok.as_bytes());
-    }
-    for bad in [
-        "",
-        "manifests",
-        "/latest",
-        "manifests/",
-        "Manifests/abc",
-        "manifests/a/b",
-        "manifests/..",
-        "../etc/passwd",
-        "manifests/.tmp-x",
-        "manifests/a_b",
-        "manifests/a b",
-        "manifests/ä",
-        "under_score/x",
-        &format!("manifests/{}", "a".repeat(129)),
-    ] {
-        let err = bad.parse::<StoreKey>().unwrap_err();
-        assert!(
-            matches!(err, StoreError::InvalidKey { .. }),
-            "{bad:?}: {err}"
-        );
-        assert!(err.to_string().contains("invalid store key"), "{err}");
-    }
-    assert!(StoreKey::new("x", "y/z").is_err());
-    let e = StoreKey::new("manifests", "a.b").unwrap_err().to_string();
-    assert!(e.contains("'.' at position 1"), "{e}");
-    assert_eq!(
-        StoreKey::manifest(&ManifestHash([0xab; 32])).to_string(),
-        format!("manifests/{}", "ab".repeat(32))
-    );
-    assert_eq!(
-        StoreKey::policy(&PolicyHash([1; 32])).to_string(),
-        format!("policies/{}", "01".repeat(32))
-    );
-    assert_eq!(
-        StoreKey::transition(&TransitionHash([2; 32])).to_string(),
-        format!("transitions/{}", "02".repeat(32))
-    );
-    assert_eq!(
-        StoreKey::latest_transition().to_string(),
-        "transitions/latest"
-    );
-}
-
-async fn cas_semantics(f: Fixture) {
-    let s = &f.store;
-    let k = key("transitions/latest");
-    // Expected a value, but absent.
-    let r = s.compare_and_swap(&k, Some(b"x"), b"v1").await;
-    assert!(is_conflict(&r), "{r:?}");
-    let msg = r.unwrap_err().to_string();
-    assert!(msg.contains("transitions/latest"), "{msg}");
-    assert!(
-        msg.contains("expected 1 bytes starting 78, found absent"),
-        "{msg}"
-    );
-    assert_eq!(s.get(&k).await.unwrap(), None);
-    // Absent -> value.
-    s.compare_and_swap(&k, None, b"v1").await.unwrap();
-    assert_eq!(s.get(&k).await.unwrap().as_deref(), Some(&b"v1"[..]));
-    // Absent expected, but present.
-    let r = s.compare_and_swap(&k, None, b"v2").await;
-    assert!(is_conflict(&r), "{r:?}");
-    assert!(
-        r.unwrap_err()
-            .to_string()
-            .contains("expected absent, found 2 bytes")
-    );
-    // Wrong expected value.
-    let r = s.compare_and_swap(&k, Some(b"v0"), b"v2").await;
-    assert!(is_conflict(&r), "{r:?}");
-    // A prefix of the value is not the value.
-    let r = s.compare_and_swap(&k, Some(b"v"), b"v2").await;
-    assert!(is_conflict(&r), "{r:?}");
-    assert_eq!(s.get(&k).await.unwrap().as_deref(), Some(&b"v1"[..]));
-    // Value -> value, also to the same value and to empty.
-    s.compare_and_swap(&k, Some(b"v1"), b"v2").await.unwrap();
-    s.compare_and_swap(&k, Some(b"v2"), b"v2").await.unwrap();
-    s.compare_and_swap(&k, Some(b"v2"), b"").await.unwrap();
-    assert_eq!(s.get(&k).await.unwrap().as_deref(), Some(&b""[..]));
-    // Empty is present, not absent.
-    assert!(is_conflict(&s.compare_and_swap(&k, None, b"v3").await));
-    s.compare_and_swap(&k, Some(b""), b"v3").await.unwrap();
-    // CAS and set address the same entries.
-    let other = key("policies/p");
-    s.set(&other, b"set").await.unwrap();
-    s.compare_and_swap(&other, Some(b"set"), b"cas")
-        .await
-        .unwrap();
-    assert_eq!(s.get(&other).await.unwrap().as_deref(), Some(&b"cas"[..]));
-}
-
-/// `handles` race `tasks` compare-and-swaps from the same expected value: one wins.
-async fn race_one_winner(handles: &[Arc<dyn Store>], tasks: usize) {
-    let k = key("transitions/latest");
-    handles[0].set(&k, b"start").await.unwrap();
-    let barrier = Arc::new(tokio::sync::Barrier::new(tasks));
-    let mut joins = Vec::new();
-    for i in 0..tasks {
-        let s = Arc::clone(&handles[i % handles.len()]);
-        let k = k.clone();
-        let barrier = Arc::clone(&barrier);
-        joins.push(tokio::spawn(async move {
-            barrier.wait().await;
-            let value = format!("task {i}");
-            let r = s
-                .compare_and_swap(&k, Some(b"start"), value.as_bytes())
-                .await;
-            (value, r)
-        }));
-    }
-    let mut winners = Vec::new();
-    for j in joins {
-        let (value, r) = j.await.unwrap();
-        match r {
-            Ok(()) => winners.push(value),
-            Err(StoreError::Conflict { found, .. }) => {
-                assert!(found.contains("bytes starting"), "{found}")
-            }
-            Err(e) => panic!("unexpected error: {e}"),
-        }
-    }
-    assert_eq!(winners.len(), 1, "winners: {winners:?}");
-    for h in handles {
-        assert_eq!(
-            h.get(&k).await.unwrap().unwrap(),
-            winners[0].as_bytes(),
-            "every handle sees the winner"
-        );
-    }
-}
-
-async fn concurrent_cas_one_winner(f: Fixture) {
-    race_one_winner(&[Arc::clone(&f.store)], 16).await;
-}
-
-async fn concurrent_cas_two_handles(f: Fixture) {
-    let handles = [Arc::clone(&f.store), f.reopen().await];
-    race_one_winner(&handles, 16).await;
-}
-
-/// Read-modify-CAS of a decimal counter, retried on conflict; returns the conflicts seen.
-async fn increment(store: &dyn Store, times: u64) -> u64 {
-    let k = key("counter/value");
-    let mut conflicts = 0;
-    for _ in 0..times {
-        loop {
-            let cur = store.get(&k).await.unwrap();
-            let n: u64 = cur
-                .as_deref()
-                .map_or(0, |b| std::str::from_utf8(b).unwrap().parse().unwrap());
-            match store
-                .compare_and_swap(&k, cur.as_deref(), (n + 1).to_string().as_bytes())
-                .await
-            {
-                Ok(()) => break,
-                Err(StoreError::Conflict { .. }) => conflicts += 1,
-                Err(e) => panic!("{e}"),
-            }
-        }
-    }
-    conflicts
-}
-
-async fn read_counter(store: &dyn Store) -> u64 {
-    let v = store.get(&key("counter/value")).await.unwrap().unwrap();
-    std::str::from_utf8(&v).unwrap().parse().unwrap()
-}
-
-async fn no_lost_updates(f: Fixture) {
-    const TASKS: u64 = 4;
-    const TIMES: u64 = 5;
-    let mut joins = Vec::new();
-    for i in 0..TASKS {
-        let s = if i % 2 == 0 {
-            Arc::clone(&f.store)
-        } else {
-            f.reopen().await
-        };
-        joins.push(tokio::spawn(async move { increment(&*s, TIMES).await }));
-    }
-    for j in joins {
-        j.await.unwrap();
-    }
-    assert_eq!(read_counter(&*f.store).await, TASKS * TIMES);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -735,16 +515,19 @@ macro_rules! contract {
                 }
             )*
         }
+        mod kube {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(Fixture::kube().await).await;
+                }
+            )*
+        }
     };
 }
 
 contract!(
-    get_set_overwrite,
-    keys_are_validated,
-    cas_semantics,
-    concurrent_cas_one_winner,
-    concurrent_cas_two_handles,
-    no_lost_updates,
     history_empty,
     history_chain_round_trip,
     history_detects_tampering,
@@ -882,63 +665,6 @@ async fn dir_tampered_files_are_named() {
 }
 
 #[tokio::test]
-async fn dir_wrong_file_types_are_named() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = DirStore::open(tmp.path()).await.unwrap();
-    let root = tmp.path().join("history");
-
-    // A directory where a value file should be.
-    let k = key("manifests/abc");
-    std::fs::create_dir_all(root.join("manifests/abc")).unwrap();
-    let path = store.path(&k).display().to_string();
-    let e = store.get(&k).await.unwrap_err();
-    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
-    assert_eq!(
-        e.to_string(),
-        format!("{path}: expected a regular file, found a directory")
-    );
-    let e = store.set(&k, b"x").await.unwrap_err();
-    assert!(e.to_string().starts_with(&format!("{path}: ")), "{e}");
-    let e = store.compare_and_swap(&k, None, b"x").await.unwrap_err();
-    assert!(e.to_string().starts_with(&format!("{path}: ")), "{e}");
-
-    // A file where a key directory should be.
-    std::fs::write(root.join("policies"), b"").unwrap();
-    let k = key("policies/abc");
-    let e = store.get(&k).await.unwrap_err();
-    assert!(matches!(e, StoreError::Io { .. }), "{e}");
-    assert!(e.to_string().contains(&store.location(&k)), "{e}");
-    let e = store.set(&k, b"x").await.unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        format!(
-            "{}: expected a directory, found a regular file",
-            root.join("policies").display()
-        )
-    );
-
-    // An unreadable file (not testable as root, who reads regardless of mode).
-    let k = key("transitions/latest");
-    store.set(&k, &[0; 32]).await.unwrap();
-    let p = store.path(&k);
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
-    if std::fs::read(&p).is_err() {
-        let e = store.get(&k).await.unwrap_err();
-        assert!(matches!(e, StoreError::Io { .. }), "{e}");
-        assert!(
-            e.to_string().starts_with(&format!("{}: ", p.display())),
-            "{e}"
-        );
-    }
-
-    // A state directory that is a file.
-    let file = tmp.path().join("not-a-dir");
-    std::fs::write(&file, b"").unwrap();
-    let e = DirStore::open(&file).await.unwrap_err();
-    assert!(e.to_string().contains("not-a-dir"), "{e}");
-}
-
-#[tokio::test]
 async fn dir_leftover_temp_files_are_ignored_and_removed() {
     let (tmp, h, chain) = dir_with_chain().await;
     let transitions = tmp.path().join("history/transitions");
@@ -958,80 +684,4 @@ async fn dir_leftover_temp_files_are_ignored_and_removed() {
         assert!(!p.exists(), "{} was not removed", p.display());
     }
     check_walk(&reopened.walk().await.unwrap(), &chain);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Compare-and-swap between two real processes sharing a state directory
-
-/// Set by [`dir_cas_is_atomic_across_processes`] for the copy of this test binary it starts.
-const CHILD_ENV: &str = "NUNKI_STORE_CONTRACT_CHILD_STATE_DIR";
-const CROSS_PROCESS_INCREMENTS: u64 = 10;
-
-/// The child side of [`dir_cas_is_atomic_across_processes`]; does nothing in a normal run.
-#[tokio::test]
-async fn cross_process_child() {
-    let Some(dir) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
-    let store = DirStore::open(&dir).await.unwrap();
-    std::fs::write(Path::new(&dir).join("child-ready"), b"").unwrap();
-    increment(&store, CROSS_PROCESS_INCREMENTS).await;
-}
-
-#[tokio::test]
-async fn dir_cas_is_atomic_across_processes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = DirStore::open(tmp.path()).await.unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "cross_process_child",
-            "--test-threads=1",
-            "--quiet",
-        ])
-        .env(CHILD_ENV, tmp.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = tmp.path().join("child-ready");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the child process exited early: {status}");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the child never started"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    increment(&store, CROSS_PROCESS_INCREMENTS).await;
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "child: {status}");
-    assert_eq!(read_counter(&store).await, 2 * CROSS_PROCESS_INCREMENTS);
-}
-
-#[tokio::test]
-async fn dir_store_refuses_symlinks_planted_by_the_host() {
-    let dir = TempDir::new().unwrap();
-    let store = DirStore::open(dir.path()).await.unwrap();
-    let key = StoreKey::latest_transition();
-    store.set(&key, &[7u8; 32]).await.unwrap();
-    // A "secret" guest file the host wants to read through the Coordinator's errors.
-    let secret = dir.path().join("guest-secret");
-    std::fs::write(&secret, b"TOP-SECRET").unwrap();
-    let path = store.path(&key);
-    std::fs::remove_file(&path).unwrap();
-    std::os::unix::fs::symlink(&secret, &path).unwrap();
-    let err = store.get(&key).await.unwrap_err();
-    let text = err.to_string();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
-    assert!(
-        text.contains("symbolic link") && !text.contains("544f50"),
-        "{text}"
-    );
 }

@@ -1,5 +1,6 @@
-//! Kubernetes YAML for `nunki generate`: read resources, rewrite their pod templates for Nunki,
-//! hand each workload to the policy generator, and write the result.
+//! Kubernetes for Nunki. Mostly YAML for `nunki generate`: read resources, rewrite their pod
+//! templates for Nunki, hand each workload to the policy generator, and write the result. Also
+//! the Coordinator's history store in ConfigMaps ([`KubeStore`], module [`store`]).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), nunki_kube::KubeError> {
@@ -44,6 +45,7 @@ mod node;
 mod read;
 mod resources;
 mod rewrite;
+pub mod store;
 mod typed;
 mod workload;
 mod write;
@@ -56,6 +58,7 @@ pub use rewrite::{
     COORDINATOR_HOST_ENV, DEFAULT_COORDINATOR_HOST, DEFAULT_RUNTIME_CLASS, INITIALIZER_NAME,
     RewriteOptions, TLS_MOUNT_PATH, TLS_VOLUME,
 };
+pub use store::KubeStore;
 pub use workload::WorkloadRef;
 
 /// Parses a YAML stream the way [`Resources::read`] does (same limits and YAML 1.1 scalars),

@@ -9,14 +9,22 @@
 //! around read-compare-write, so it is atomic between tasks and between processes (or store
 //! instances) sharing the directory. Plain writes hold the same lock shared, so the clean-up on
 //! open (exclusive) never removes the temporary file of a live writer.
+//!
+//! [`Store::watch`] polls the file (every [`DEFAULT_DIR_WATCH_INTERVAL`] unless set with
+//! [`DirStore::with_watch_interval`]), which also sees writes by other processes.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use super::{Store, StoreError, StoreKey, conflict};
+use crate::{Store, StoreError, StoreKey, WatchStream, conflict, poll_watch};
+
+/// How often [`DirStore`]'s watch reads the watched file: a small file read, cheap enough to do
+/// often.
+pub const DEFAULT_DIR_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Sub-directory of the state directory that holds the history.
 const HISTORY_DIR: &str = "history";
@@ -36,6 +44,8 @@ pub struct DirStore {
     /// Serialises compare-and-swap within this instance, so waiting happens on the async
     /// runtime rather than in blocking threads stuck on the file lock.
     cas: tokio::sync::Mutex<()>,
+    /// Polling interval of [`Store::watch`].
+    watch_interval: Duration,
 }
 
 impl DirStore {
@@ -62,10 +72,17 @@ impl DirStore {
         let store = DirStore {
             root,
             cas: tokio::sync::Mutex::new(()),
+            watch_interval: DEFAULT_DIR_WATCH_INTERVAL,
         };
         let _lock = lock(&store.lock_path(), Lock::Exclusive)?;
         store.remove_leftovers()?;
         Ok(store)
+    }
+
+    /// The same store with another polling interval for [`Store::watch`].
+    pub fn with_watch_interval(mut self, interval: Duration) -> DirStore {
+        self.watch_interval = interval;
+        self
     }
 
     /// `<state_dir>/history`.
@@ -153,6 +170,10 @@ impl Store for DirStore {
 
     fn location(&self, key: &StoreKey) -> String {
         self.path(key).display().to_string()
+    }
+
+    fn watch<'a>(&'a self, key: &StoreKey) -> WatchStream<'a> {
+        poll_watch(self, key.clone(), self.watch_interval)
     }
 }
 

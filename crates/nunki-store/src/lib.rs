@@ -1,22 +1,28 @@
-//! Key-value storage under the manifest history: a small trait with an in-memory backend for
-//! tests ([`MemStore`]) and a directory backend for the Coordinator's state directory
-//! ([`DirStore`]).
+//! Key-value storage under the manifest history: a small trait ([`Store`]) with an in-memory
+//! backend for tests ([`MemStore`]) and a directory backend for the Coordinator's state
+//! directory ([`DirStore`]); the Kubernetes backend lives in `nunki-kube`. Every backend passes
+//! the same contract suite ([`contract`], behind the `contract-tests` feature).
 //!
 //! Keys are `<dir>/<name>` ([`StoreKey`]): `manifests/<sha256 hex>`, `policies/<sha256 hex>`,
 //! `transitions/<sha256 hex>` (content-addressed, written with [`Store::set`]) and
-//! `transitions/latest` (the only mutable entry, written with [`Store::compare_and_swap`]).
-//! The store itself checks no hashes; [`crate::history::History`] does.
+//! `transitions/latest` (the only mutable entry, written with [`Store::compare_and_swap`] and
+//! followed by other replicas with [`Store::watch`]). The store itself checks no hashes; the
+//! Coordinator's history layer does.
 
+#[cfg(feature = "contract-tests")]
+pub mod contract;
 mod dir;
 mod mem;
+mod watch;
 
 use std::fmt;
 use std::str::FromStr;
 
 use nunki_manifest::{ManifestHash, PolicyHash, TransitionHash};
 
-pub use dir::DirStore;
+pub use dir::{DEFAULT_DIR_WATCH_INTERVAL, DirStore};
 pub use mem::MemStore;
+pub use watch::{DEFAULT_POLL_INTERVAL, WatchStream, poll_watch};
 
 /// Directory of manifests, stored under the SHA-256 of their exact bytes.
 pub const MANIFESTS: &str = "manifests";
@@ -50,6 +56,18 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<(), StoreError>;
     /// Human-readable location of a key for error messages (e.g. the file path).
     fn location(&self, key: &StoreKey) -> String;
+    /// Follows one key. The stream yields the key's current value first (None = absent), then
+    /// each value the key is seen to take afterwards, skipping a value equal to the one yielded
+    /// last. It is level-triggered: a value replaced before the watcher looks may be missed, but
+    /// the newest one never is, and the values seen are in the order they were written.
+    /// Errors (a failed read, a lost connection) are yielded as items and the watch carries on
+    /// after them; the stream ends only when dropped.
+    ///
+    /// The default polls [`Store::get`] every [`DEFAULT_POLL_INTERVAL`] ([`poll_watch`]);
+    /// backends with change notifications override it.
+    fn watch<'a>(&'a self, key: &StoreKey) -> WatchStream<'a> {
+        poll_watch(self, key.clone(), DEFAULT_POLL_INTERVAL)
+    }
 }
 
 /// A validated `<dir>/<name>` key: `dir` matches `^[a-z0-9-]+$`, `name` matches
@@ -183,6 +201,14 @@ pub enum StoreError {
         /// Found state, same short form.
         found: String,
     },
+    /// The service behind the store (the Kubernetes API server) failed or refused a request.
+    #[error("{location}: {reason}")]
+    Backend {
+        /// Where.
+        location: String,
+        /// What was attempted and what the service said, with what to check.
+        reason: String,
+    },
     /// A key that does not match `<[a-z0-9-]+>/<[a-zA-Z0-9-]+>`.
     #[error("invalid store key {key:?}: {reason}")]
     InvalidKey {
@@ -219,8 +245,9 @@ pub fn describe_value(value: Option<&[u8]>) -> String {
     }
 }
 
-/// The conflict error of a failed compare-and-swap.
-fn conflict(location: String, expected: Option<&[u8]>, found: Option<&[u8]>) -> StoreError {
+/// The conflict error of a failed compare-and-swap, for backends: names the location and the
+/// expected and found states in [`describe_value`]'s short form.
+pub fn conflict(location: String, expected: Option<&[u8]>, found: Option<&[u8]>) -> StoreError {
     StoreError::Conflict {
         location,
         expected: describe_value(expected),
