@@ -10,6 +10,7 @@ mod images;
 mod policies;
 mod policy_cmd;
 mod report;
+mod report_tdx;
 mod set;
 mod sim;
 #[cfg(test)]

@@ -253,9 +253,8 @@ impl Coordinator {
             )));
         }
         let mesh_verifier = Arc::new(
-            ReferenceVerifier::new(
-                &parsed.manifest().reference_values.snp,
-                &parsed.manifest().reference_values.simulated,
+            ReferenceVerifier::for_reference_values(
+                &parsed.manifest().reference_values,
                 HostDataRule::Any,
                 self.clock.clone(),
             )
