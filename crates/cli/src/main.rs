@@ -11,6 +11,7 @@ mod policies;
 mod policy_cmd;
 mod recover;
 mod report;
+mod report_tdx;
 mod set;
 mod sim;
 #[cfg(test)]

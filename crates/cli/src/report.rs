@@ -18,13 +18,26 @@ use nunki_manifest::{
 };
 use serde_json::json;
 
+/// Which kind of evidence a report file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ReportKind {
+    /// An AMD SEV-SNP attestation report.
+    #[default]
+    Snp,
+    /// An Intel TDX quote (v4 or v5).
+    Tdx,
+}
+
 /// Report subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ReportCmd {
-    /// Parse a report (raw binary or hex text) and print every field.
+    /// Parse a report (raw binary or hex text) or a TDX quote and print every field.
     Show {
-        /// Report file: 1184 raw bytes or 2368 hex characters.
+        /// Report file: 1184 raw bytes or 2368 hex characters; with --kind tdx a quote.
         file: PathBuf,
+        /// Evidence kind.
+        #[arg(long, value_enum, default_value_t = ReportKind::Snp)]
+        kind: ReportKind,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -37,11 +50,24 @@ pub enum ReportCmd {
 /// Arguments of `nunki report verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Report file: 1184 raw bytes or 2368 hex characters.
+    /// Report file: 1184 raw bytes or 2368 hex characters; with --kind tdx a quote.
     file: PathBuf,
-    /// The VCEK or VLEK that signed the report (DER or PEM).
+    /// Evidence kind.
+    #[arg(long, value_enum, default_value_t = ReportKind::Snp)]
+    kind: ReportKind,
+    /// SNP: the VCEK or VLEK that signed the report (DER or PEM). Required for SNP.
     #[arg(long)]
-    cert: PathBuf,
+    cert: Option<PathBuf>,
+    /// TDX: the quote's collateral, in the JSON form of dcap-qvl's vectors
+    /// (`QuoteCollateralV3`). Required for TDX.
+    #[arg(long, value_name = "COLLATERAL.json")]
+    collateral: Option<PathBuf>,
+    /// TDX: accept this TCB status besides UpToDate (e.g. OutOfDate); repeatable.
+    #[arg(long = "allow-tcb-status", value_name = "NAME")]
+    allow_tcb_status: Vec<nunki_manifest::TdxTcbStatus>,
+    /// TDX: allowed MRTD (96 hex characters); repeat to allow several.
+    #[arg(long = "mrtd", value_name = "HEX")]
+    mrtd: Vec<Measurement>,
     /// ASK (or ASVK) and ARK as PEM, as served by AMD KDS `cert_chain`. Without it the
     /// built-in AMD roots are used.
     #[arg(long)]
@@ -132,7 +158,27 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
 /// Runs a report subcommand.
 pub fn run(cmd: ReportCmd) -> Result<ExitCode> {
     match cmd {
-        ReportCmd::Show { file, json } => show(&file, json),
+        ReportCmd::Show {
+            file,
+            kind: ReportKind::Snp,
+            json,
+        } => show(&file, json),
+        ReportCmd::Show {
+            file,
+            kind: ReportKind::Tdx,
+            json,
+        } => crate::report_tdx::show(&file, json),
+        ReportCmd::Verify(args) if args.kind == ReportKind::Tdx => crate::report_tdx::verify(
+            &args.file,
+            crate::report_tdx::VerifyOptions {
+                collateral: args.collateral.as_deref(),
+                at: args.at.as_deref(),
+                allow_tcb_status: &args.allow_tcb_status,
+                mrtd: &args.mrtd,
+                json: args.json,
+                snp_only_flags: snp_only_flags(&args),
+            },
+        ),
         ReportCmd::Verify(args) => verify(&args),
     }
 }
@@ -293,17 +339,55 @@ fn render_report(r: &Report, layout: TcbLayout) -> String {
     out
 }
 
+/// The SNP flags that were given (refused with --kind tdx), and vice versa.
+fn snp_only_flags(a: &VerifyArgs) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for (set, name) in [
+        (a.cert.is_some(), "--cert"),
+        (a.chain.is_some(), "--chain"),
+        (a.crl.is_some(), "--crl"),
+        (a.product.is_some(), "--product"),
+        (!a.measurements.is_empty(), "--measurement"),
+        (a.host_data.is_some(), "--host-data"),
+        (a.report_data.is_some(), "--report-data"),
+        (a.min_tcb.is_some(), "--min-tcb"),
+        (a.allow_debug, "--allow-debug"),
+        (a.vmpl.is_some(), "--vmpl"),
+        (
+            !a.sim_root_fingerprints.is_empty(),
+            "--sim-root-fingerprint",
+        ),
+    ] {
+        if set {
+            out.push(name);
+        }
+    }
+    out
+}
+
 fn verify(a: &VerifyArgs) -> Result<ExitCode> {
+    for (set, name) in [
+        (a.collateral.is_some(), "--collateral"),
+        (!a.allow_tcb_status.is_empty(), "--allow-tcb-status"),
+        (!a.mrtd.is_empty(), "--mrtd"),
+    ] {
+        if set {
+            bail!("{name} is a TDX flag: add --kind tdx");
+        }
+    }
+    let Some(cert_path) = &a.cert else {
+        bail!("--cert is required for an SNP report: the VCEK or VLEK that signed it");
+    };
     let raw = read(&a.file, "report")?;
     let (_, report_bytes) = Report::parse_binary_or_hex(&raw)
         .with_context(|| format!("{} is not an SNP report", a.file.display()))?;
-    let cert = pem_or_der_certs(&read(&a.cert, "certificate")?)
+    let cert = pem_or_der_certs(&read(cert_path, "certificate")?)
         .map_err(anyhow::Error::msg)
-        .with_context(|| format!("{}", a.cert.display()))?;
+        .with_context(|| format!("{}", cert_path.display()))?;
     let [cert] = cert.as_slice() else {
         bail!(
             "{}: expected exactly one certificate (the VCEK or VLEK), found {}",
-            a.cert.display(),
+            cert_path.display(),
             cert.len()
         );
     };

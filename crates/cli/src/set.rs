@@ -83,13 +83,8 @@ pub fn coordinator_verifier(manifest: &ParsedManifest) -> Result<Arc<ReferenceVe
         .into_iter()
         .map(HostData::from)
         .collect();
-    let v = ReferenceVerifier::new(
-        &rv.snp,
-        &rv.simulated,
-        HostDataRule::OneOf(hosts),
-        system_clock(),
-    )
-    .map_err(|e| anyhow!("cannot attest the Coordinator with this manifest: {e}"))?;
+    let v = ReferenceVerifier::for_reference_values(rv, HostDataRule::OneOf(hosts), system_clock())
+        .map_err(|e| anyhow!("cannot attest the Coordinator with this manifest: {e}"))?;
     Ok(Arc::new(v))
 }
 

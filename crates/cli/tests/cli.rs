@@ -371,3 +371,123 @@ fn simulated_reports_need_their_pinned_root() {
         stdout(&o)
     );
 }
+
+fn tdx(p: &str) -> String {
+    testdata().join("tdx").join(p).display().to_string()
+}
+
+#[test]
+fn tdx_report_verify_exit_codes() {
+    let q = tdx("dcap-qvl/tdx_quote");
+    let c = tdx("dcap-qvl/tdx_quote_collateral.json");
+    let base = ["report", "verify", &q, "--kind", "tdx", "--collateral", &c];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        nunki(&a, None)
+    };
+    let o = with(&["--at", "2025-07-01T00:00:00Z"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("TCB status  UpToDate"), "{out}");
+    // A wrong MRTD fails naming the field.
+    let o = with(&["--at", "2025-07-01T00:00:00Z", "--mrtd", &"00".repeat(48)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAILED MrTd: quote has 91eb2b44"), "{out}");
+    // Outside the collateral window: one FAILED line naming the item.
+    let o = with(&["--at", "2025-08-01T00:00:00Z", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["failures"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("the TCB Info is not valid"),
+        "{v}"
+    );
+    // The debug TD is refused whatever is allowed.
+    let o = nunki(
+        &[
+            "report",
+            "verify",
+            &tdx("trustee/tdx_quote_4.dat"),
+            "--kind",
+            "tdx",
+            "--collateral",
+            &c,
+            "--at",
+            "2025-07-01T00:00:00Z",
+            "--allow-tcb-status",
+            "OutOfDate",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("DEBUG is set"));
+    // Input errors exit 2: no collateral, SNP flags, unknown status names.
+    for bad in [
+        vec!["report", "verify", &q, "--kind", "tdx"],
+        vec![
+            "report",
+            "verify",
+            &q,
+            "--kind",
+            "tdx",
+            "--collateral",
+            &c,
+            "--vmpl",
+            "0",
+        ],
+        vec![
+            "report",
+            "verify",
+            &q,
+            "--kind",
+            "tdx",
+            "--collateral",
+            &c,
+            "--allow-tcb-status",
+            "Stale",
+        ],
+        vec!["report", "verify", &q, "--collateral", &c],
+    ] {
+        assert_eq!(nunki(&bad, None).status.code(), Some(2), "{bad:?}");
+    }
+}
+
+#[test]
+fn tdx_report_show_prints_every_field() {
+    let o = nunki(
+        &[
+            "report",
+            "show",
+            &tdx("trustee/tdx_quote_6.dat"),
+            "--kind",
+            "tdx",
+        ],
+        None,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("MRTD                   21e8dead92d6c69d"),
+        "{out}"
+    );
+    assert!(out.contains("no policy hash"), "{out}");
+    let o = nunki(
+        &[
+            "report",
+            "show",
+            &tdx("go-tdx-guest/quote_v5_sample.dat"),
+            "--kind",
+            "tdx",
+            "--json",
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["header"]["version"], 5);
+    assert_eq!(v["body"], "TDX 1.5");
+}

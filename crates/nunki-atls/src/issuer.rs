@@ -6,7 +6,7 @@ use std::sync::Arc;
 use nunki_attestation::sim::{SimPlatform, SimReportRequest};
 use nunki_manifest::{HostData, Measurement, ReportData};
 
-use crate::evidence::EvidenceDoc;
+use crate::evidence::{EvidenceDoc, SnpEvidence, TdxEvidence};
 
 /// Why evidence could not be produced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,12 +62,12 @@ impl Issuer for SimIssuer {
                 ..Default::default()
             })
             .map_err(|e| IssueError(e.to_string()))?;
-        Ok(EvidenceDoc {
+        Ok(EvidenceDoc::Snp(SnpEvidence {
             report: e.report,
             endorsement_key: e.vcek,
             chain: e.chain,
             crl: None,
-        })
+        }))
     }
 }
 
@@ -104,12 +104,65 @@ impl Issuer for SnpIssuer {
             (Some(ask), Some(ark)) => vec![ask, ark],
             _ => Vec::new(),
         };
-        Ok(EvidenceDoc {
+        Ok(EvidenceDoc::Snp(SnpEvidence {
             report: g.report,
             endorsement_key: key,
             chain,
             crl: None,
-        })
+        }))
+    }
+}
+
+/// A real TDX guest: quotes through configfs-tsm (`hw` feature), with the collateral the binary
+/// fetched from Intel PCS attached so that verifiers need no network.
+#[derive(Debug, Clone)]
+pub struct TdxIssuer {
+    base: std::path::PathBuf,
+    collateral: Arc<std::sync::RwLock<Option<Vec<u8>>>>,
+}
+
+impl TdxIssuer {
+    /// An issuer using the configfs-tsm directory `base`, with no collateral yet.
+    pub fn new(base: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            base: base.into(),
+            collateral: Arc::default(),
+        }
+    }
+
+    /// Sets (or refreshes) the collateral JSON attached to every quote.
+    pub fn set_collateral(&self, json: Vec<u8>) {
+        if let Ok(mut c) = self.collateral.write() {
+            *c = Some(json);
+        }
+    }
+
+    /// A quote for `report_data`, without collateral (to learn the platform's FMSPC).
+    pub fn quote(&self, report_data: &ReportData) -> Result<Vec<u8>, IssueError> {
+        #[cfg(feature = "hw")]
+        {
+            nunki_attestation::tdx::guest::tsm_quote(&self.base, &report_data.0)
+                .map_err(|e| IssueError(e.to_string()))
+        }
+        #[cfg(not(feature = "hw"))]
+        {
+            let _ = (report_data, &self.base);
+            Err(IssueError(NO_HW.into()))
+        }
+    }
+}
+
+#[cfg(not(feature = "hw"))]
+const NO_HW: &str = "TDX quotes need the configfs-tsm guest code: this binary was built without the `hw` feature (cargo build --features hw)";
+
+impl Issuer for TdxIssuer {
+    fn issue(&self, report_data: &ReportData) -> Result<EvidenceDoc, IssueError> {
+        let quote = self.quote(report_data)?;
+        let collateral = self.collateral.read().ok().and_then(|c| c.clone());
+        if collateral.is_none() {
+            tracing::warn!("issuing TDX evidence without collateral: verifiers will refuse it");
+        }
+        Ok(EvidenceDoc::Tdx(TdxEvidence { quote, collateral }))
     }
 }
 
@@ -127,6 +180,9 @@ pub enum PlatformChoice {
     },
     /// SEV-SNP hardware through configfs-tsm.
     Snp,
+    /// Intel TDX hardware through configfs-tsm (`hw` feature); the caller attaches collateral
+    /// ([`TdxIssuer::set_collateral`]) before serving.
+    Tdx,
 }
 
 /// Opens the issuer the Coordinator and the Initializer share.
@@ -157,5 +213,25 @@ pub fn open_issuer(choice: PlatformChoice) -> Result<Arc<dyn Issuer>, IssueError
             }
             Ok(Arc::new(SnpIssuer::new(base)))
         }
+        PlatformChoice::Tdx => Ok(Arc::new(open_tdx_issuer()?)),
+    }
+}
+
+/// Opens the TDX issuer (configfs-tsm with the `tdx_guest` provider).
+pub fn open_tdx_issuer() -> Result<TdxIssuer, IssueError> {
+    #[cfg(feature = "hw")]
+    {
+        let base = std::path::Path::new(nunki_attestation::tdx::guest::TSM_REPORT_DIR);
+        if !base.is_dir() {
+            return Err(IssueError(format!(
+                "{} does not exist; this is not a TDX guest with configfs-tsm (Linux 6.7+, tdx_guest module)",
+                base.display()
+            )));
+        }
+        Ok(TdxIssuer::new(base))
+    }
+    #[cfg(not(feature = "hw"))]
+    {
+        Err(IssueError(NO_HW.into()))
     }
 }

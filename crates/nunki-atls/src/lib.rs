@@ -19,10 +19,14 @@ pub mod server;
 pub mod verify;
 
 pub use client::{AttestedClientConfig, ClientIdentity, ServerVerification};
-pub use evidence::EvidenceDoc;
-pub use issuer::{Issuer, PlatformChoice, SimIssuer, SnpIssuer, open_issuer};
+pub use evidence::{EvidenceDoc, SnpEvidence, TdxEvidence};
+pub use issuer::{
+    Issuer, PlatformChoice, SimIssuer, SnpIssuer, TdxIssuer, open_issuer, open_tdx_issuer,
+};
 pub use server::{AttestingCertResolver, FixedCert, mutual_server_config, user_server_config};
-pub use verify::{AtlsError, Clock, HostDataRule, PeerSlot, ReferenceVerifier, VerifiedPeer};
+pub use verify::{
+    AtlsError, Clock, HostDataRule, PeerReport, PeerSlot, ReferenceVerifier, VerifiedPeer,
+};
 
 /// The ALPN protocol gRPC runs on.
 pub const ALPN_H2: &[u8] = b"h2";

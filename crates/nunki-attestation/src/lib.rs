@@ -1,13 +1,15 @@
 //! Attestation evidence for Nunki: AMD SEV-SNP report parsing, verification against the AMD
 //! (or pinned simulated) roots, validation against reference values, and the simulated SNP
-//! platform that lets the whole product run without TEE hardware.
+//! platform that lets the whole product run without TEE hardware; Intel TDX quotes verified
+//! with their collateral through `dcap-qvl` against the pinned Intel SGX Root CA ([`tdx`]).
 //!
-//! This crate performs no network I/O; collateral fetchers are injected through
-//! [`snp::kds::HttpGet`]. Time is always passed in by the caller.
+//! This crate performs no network I/O; collateral fetchers (AMD KDS, Intel PCS) are injected
+//! through [`snp::kds::HttpGet`]. Time is always passed in by the caller.
 
 pub mod oid;
 pub mod sim;
 pub mod snp;
+pub mod tdx;
 pub mod time_util;
 
 pub use snp::report::{Report, ReportError};

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::digest;
-use nunki_attestation::snp::kds::{FetchError, GetFuture, HttpGet};
+use nunki_attestation::snp::kds::{FetchError, GetFuture, GetWithHeaderFuture, HttpGet};
 
 /// Default maximum age of cached CRLs: revocations must reach us within a day.
 pub const DEFAULT_CRL_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
@@ -48,7 +48,7 @@ impl CachePolicy {
 
     /// Maximum age that applies to the entry for `url`.
     pub fn max_age_for(&self, url: &str) -> Option<Duration> {
-        if is_crl_url(url) {
+        if is_crl_url(url) || is_reissued_collateral_url(url) {
             self.crl_max_age
         } else {
             self.max_age
@@ -61,6 +61,16 @@ pub fn is_crl_url(url: &str) -> bool {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let last = path.rsplit('/').next().unwrap_or(path);
     last.to_ascii_lowercase().ends_with("crl")
+}
+
+/// Whether `url` names collateral its issuer replaces regularly although it is no CRL: Intel
+/// PCS TCB Info and QE Identity (new `nextUpdate` every month) and Intel's root CA CRL, served
+/// as `IntelSGXRootCA.der`. These expire like CRLs ([`CachePolicy::crl_max_age`]).
+pub fn is_reissued_collateral_url(url: &str) -> bool {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    path.ends_with("/certification/v4/tcb")
+        || path.ends_with("/certification/v4/qe/identity")
+        || path.ends_with("/IntelSGXRootCA.der")
 }
 
 /// An [`HttpGet`] that serves repeated URLs from files under a cache directory.
@@ -155,9 +165,49 @@ impl<F: HttpGet> CachingFetcher<F> {
     }
 }
 
+impl<F: HttpGet> CachingFetcher<F> {
+    /// Returns the cached body and header value for `url`, or fetches and caches both. The
+    /// header value is its own entry (named by the URL plus the header name); both must be
+    /// fresh, or both are fetched again.
+    pub async fn fetch_with_header(
+        &self,
+        url: &str,
+        header: &str,
+    ) -> Result<(Vec<u8>, Option<String>), FetchError> {
+        let body_path = self.entry_path(url);
+        let header_path = self.entry_path(&format!("{url}\n{header}"));
+        let max_age = self.policy.max_age_for(url);
+        if let (Lookup::Fresh(body), Lookup::Fresh(value)) = (
+            read_entry(&body_path, max_age),
+            read_entry(&header_path, max_age),
+        ) && let Ok(value) = String::from_utf8(value)
+        {
+            tracing::debug!(url, header, "collateral cache hit (with header)");
+            return Ok((body, Some(value)));
+        }
+        let (body, value) = self.inner.get_with_header(url, header).await?;
+        if let Some(v) = &value
+            && !body.is_empty()
+            && !v.is_empty()
+        {
+            // Header first: a body without its header is refetched, never served alone.
+            let written = write_entry(&self.dir, &header_path, v.as_bytes())
+                .and_then(|()| write_entry(&self.dir, &body_path, &body));
+            if let Err(e) = written {
+                tracing::warn!(url, error = %e, "cannot write collateral cache entry");
+            }
+        }
+        Ok((body, value))
+    }
+}
+
 impl<F: HttpGet> HttpGet for CachingFetcher<F> {
     fn get<'a>(&'a self, url: &'a str) -> GetFuture<'a> {
         Box::pin(self.fetch(url))
+    }
+
+    fn get_with_header<'a>(&'a self, url: &'a str, header: &'a str) -> GetWithHeaderFuture<'a> {
+        Box::pin(self.fetch_with_header(url, header))
     }
 }
 
@@ -263,6 +313,25 @@ mod tests {
             "https://kdsintf.amd.com/vcek/v1/Milan/abcd?blSPL=03&crl=1"
         ));
         assert!(!is_crl_url("rl"));
+    }
+
+    #[test]
+    fn intel_collateral_expires_like_crls() {
+        for url in [
+            "https://api.trustedservices.intel.com/tdx/certification/v4/tcb?fmspc=B0C06F000000",
+            "https://api.trustedservices.intel.com/tdx/certification/v4/qe/identity",
+            "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der",
+        ] {
+            assert!(is_reissued_collateral_url(url), "{url}");
+            assert_eq!(
+                CachePolicy::default().max_age_for(url),
+                Some(DEFAULT_CRL_MAX_AGE),
+                "{url}"
+            );
+        }
+        assert!(!is_reissued_collateral_url(
+            "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain"
+        ));
     }
 
     #[test]

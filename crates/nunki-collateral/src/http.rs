@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nunki_attestation::snp::kds::{FetchError, GetFuture, HttpGet};
+use nunki_attestation::snp::kds::{FetchError, GetFuture, GetWithHeaderFuture, HttpGet};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
@@ -137,11 +137,23 @@ impl HttpFetcher {
 
     /// Fetches `url`, retrying transient failures, and returns the body of a 2xx response.
     pub async fn fetch(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+        self.fetch_with_header(url, None)
+            .await
+            .map(|(body, _)| body)
+    }
+
+    /// As [`HttpFetcher::fetch`], also returning the value of response header `header`
+    /// (Intel PCS sends issuer chains in headers).
+    pub async fn fetch_with_header(
+        &self,
+        url: &str,
+        header: Option<&str>,
+    ) -> Result<(Vec<u8>, Option<String>), FetchError> {
         let attempts = self.config.retry.attempts.max(1);
         let mut attempt = 1;
         loop {
-            let failure = match self.attempt(url).await {
-                Ok(body) => return Ok(body),
+            let failure = match self.attempt(url, header).await {
+                Ok(found) => return Ok(found),
                 Err(failure) => failure,
             };
             if attempt >= attempts || !failure.retryable() {
@@ -161,7 +173,11 @@ impl HttpFetcher {
         }
     }
 
-    async fn attempt(&self, url: &str) -> Result<Vec<u8>, Failure> {
+    async fn attempt(
+        &self,
+        url: &str,
+        header: Option<&str>,
+    ) -> Result<(Vec<u8>, Option<String>), Failure> {
         let mut response = self
             .client
             .get(url)
@@ -186,6 +202,13 @@ impl HttpFetcher {
                 permanent: false,
             });
         }
+        let header_value = header.and_then(|h| {
+            response
+                .headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        });
         let limit = self.config.max_body_bytes;
         let too_large = || Failure {
             error: FetchError::Transport {
@@ -212,7 +235,7 @@ impl HttpFetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok((body, header_value))
     }
 
     fn failure(&self, url: &str, error: reqwest::Error) -> Failure {
@@ -245,6 +268,10 @@ impl HttpFetcher {
 impl HttpGet for HttpFetcher {
     fn get<'a>(&'a self, url: &'a str) -> GetFuture<'a> {
         Box::pin(self.fetch(url))
+    }
+
+    fn get_with_header<'a>(&'a self, url: &'a str, header: &'a str) -> GetWithHeaderFuture<'a> {
+        Box::pin(self.fetch_with_header(url, Some(header)))
     }
 }
 

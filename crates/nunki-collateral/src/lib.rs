@@ -26,9 +26,37 @@ mod http;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-pub use cache::{CachePolicy, CachingFetcher, DEFAULT_CRL_MAX_AGE, is_crl_url};
+pub use cache::{
+    CachePolicy, CachingFetcher, DEFAULT_CRL_MAX_AGE, is_crl_url, is_reissued_collateral_url,
+};
 pub use http::{DEFAULT_MAX_BODY_BYTES, DEFAULT_USER_AGENT, HttpConfig, HttpFetcher, RetryPolicy};
-pub use nunki_attestation::snp::kds::{FetchError, GetFuture, HttpGet};
+pub use nunki_attestation::snp::kds::{FetchError, GetFuture, GetWithHeaderFuture, HttpGet};
+pub use nunki_attestation::tdx::pcs::{Pcs, PcsError};
+
+/// Fetches, through the default cache, the TDX collateral for the platform that produced
+/// `quote`: from Intel PCS, or from the PCCS at `pcs_url`.
+pub async fn fetch_tdx_collateral(
+    quote: &[u8],
+    pcs_url: Option<&str>,
+) -> Result<nunki_attestation::tdx::TdxCollateral, String> {
+    let q = nunki_attestation::tdx::TdQuote::parse(quote).map_err(|e| e.to_string())?;
+    let fetcher = CachingFetcher::new(
+        HttpFetcher::new().map_err(|e| e.to_string())?,
+        default_cache_dir().map_err(|e| e.to_string())?,
+    );
+    let pcs = match pcs_url {
+        Some(base) => Pcs::with_base(
+            base,
+            &format!(
+                "{}/sgx/certification/v4/rootcacrl",
+                base.trim_end_matches('/')
+            ),
+            fetcher,
+        ),
+        None => Pcs::new(fetcher),
+    };
+    pcs.fetch_for_quote(&q).await.map_err(|e| e.to_string())
+}
 
 /// Why a fetcher could not be set up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

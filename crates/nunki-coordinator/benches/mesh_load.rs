@@ -89,9 +89,12 @@ fn floor(
         p256.public_key().as_ref().to_vec(),
     );
     // The report signature of real evidence, checked with the VCEK key (chain cached).
-    let e = SimIssuer::new(platform.clone(), host)
+    let nunki_atls::evidence::EvidenceDoc::Snp(e) = SimIssuer::new(platform.clone(), host)
         .issue(&[1u8; 64].into())
-        .unwrap();
+        .unwrap()
+    else {
+        panic!("the simulated platform issues SNP evidence");
+    };
     let vcek =
         nunki_attestation::snp::certs::CertInfo::from_der("VCEK", &e.endorsement_key).unwrap();
     let report = nunki_attestation::Report::parse(&e.report).unwrap();

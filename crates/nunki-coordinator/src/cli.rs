@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::run::{Options, StoreChoice, start};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use nunki_atls::{Issuer, PlatformChoice, open_issuer};
+use nunki_atls::{Issuer, PlatformChoice, open_issuer, open_tdx_issuer};
 use nunki_attestation::sim::default_sim_dir;
 use nunki_manifest::{HostData, Measurement};
 
@@ -20,6 +20,8 @@ enum Platform {
     Simulated,
     /// AMD SEV-SNP hardware.
     Snp,
+    /// Intel TDX hardware (configfs-tsm; needs a build with the `hw` feature).
+    Tdx,
 }
 
 /// Where the manifest history lives.
@@ -77,6 +79,9 @@ struct Args {
     /// Simulated platform only: a launch measurement other than the platform's default.
     #[arg(long, env = "NUNKI_SIM_MEASUREMENT", value_name = "HEX")]
     sim_measurement: Option<Measurement>,
+    /// TDX only: a PCCS to fetch collateral from instead of Intel PCS.
+    #[arg(long, env = "NUNKI_PCCS_URL", value_name = "URL")]
+    pccs_url: Option<String>,
 }
 
 fn issuer(args: &Args) -> Result<Arc<dyn Issuer>> {
@@ -98,6 +103,7 @@ fn issuer(args: &Args) -> Result<Arc<dyn Issuer>> {
             }
         }
         Platform::Snp => PlatformChoice::Snp,
+        Platform::Tdx => PlatformChoice::Tdx,
     };
     open_issuer(choice).context("--platform")
 }
@@ -124,9 +130,30 @@ fn store_choice(args: &Args) -> Result<StoreChoice> {
     })
 }
 
+/// How often the Coordinator refetches TDX collateral (Intel reissues it monthly; CRLs daily).
+const TDX_COLLATERAL_REFRESH: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
 async fn run(args: Args) -> Result<()> {
     let store = store_choice(&args)?;
-    let issuer = issuer(&args)?;
+    let issuer = match args.platform {
+        Platform::Tdx => {
+            let tdx = open_tdx_issuer().context("--platform tdx")?;
+            attach_tdx_collateral(&tdx, args.pccs_url.as_deref()).await?;
+            let refresh = tdx.clone();
+            let pccs = args.pccs_url.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(TDX_COLLATERAL_REFRESH).await;
+                    if let Err(e) = attach_tdx_collateral(&refresh, pccs.as_deref()).await {
+                        // Keep the old collateral: verifiers refuse it once it is stale.
+                        tracing::warn!(error = %format!("{e:#}"), "refreshing TDX collateral failed");
+                    }
+                }
+            });
+            Arc::new(tdx) as Arc<dyn Issuer>
+        }
+        _ => issuer(&args)?,
+    };
     let running = start(Options {
         issuer,
         store,
@@ -193,4 +220,19 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// Quotes once to learn this platform's FMSPC, fetches its collateral (Intel PCS or a PCCS,
+/// through the on-disk cache) and attaches it to the issuer's evidence.
+async fn attach_tdx_collateral(tdx: &nunki_atls::TdxIssuer, pccs: Option<&str>) -> Result<()> {
+    let quote = tdx
+        .quote(&nunki_manifest::ReportData([0; 64]))
+        .context("--platform tdx: first quote")?;
+    let collateral = nunki_collateral::fetch_tdx_collateral(&quote, pccs)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("--platform tdx: fetching collateral")?;
+    tdx.set_collateral(collateral.to_json());
+    tracing::info!("attached TDX collateral to this platform's evidence");
+    Ok(())
 }

@@ -100,10 +100,10 @@ pub fn reason(e: &AtlsError) -> &'static str {
         AtlsError::Cert(nunki_atls::cert::CertError::NoEvidence) => "no_evidence",
         AtlsError::Cert(_) => "bad_certificate",
         AtlsError::CertTime { .. } => "certificate_time",
-        AtlsError::Evidence(_) => "evidence",
+        AtlsError::Evidence(_) | AtlsError::TdxEvidence(_) => "evidence",
         AtlsError::Binding { .. } => "binding",
         AtlsError::HostData { .. } => "host_data",
-        AtlsError::ReferenceValues(_) => "reference_values",
+        AtlsError::ReferenceValues(_) | AtlsError::TdxReferenceValues(_) => "reference_values",
         AtlsError::Protocol(_) => "protocol",
     }
 }

@@ -436,9 +436,8 @@ impl Coordinator {
         parsed: &ParsedManifest,
     ) -> Result<Arc<ReferenceVerifier>, CoordError> {
         Ok(Arc::new(
-            ReferenceVerifier::new(
-                &parsed.manifest().reference_values.snp,
-                &parsed.manifest().reference_values.simulated,
+            ReferenceVerifier::for_reference_values(
+                &parsed.manifest().reference_values,
                 HostDataRule::Any,
                 self.clock.clone(),
             )

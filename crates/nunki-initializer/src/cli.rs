@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use nunki_atls::{Issuer, PlatformChoice, open_issuer};
+use nunki_atls::{Issuer, PlatformChoice, open_issuer, open_tdx_issuer};
 use nunki_attestation::sim::default_sim_dir;
 use nunki_manifest::{HostData, Measurement};
 
@@ -24,6 +24,8 @@ enum Platform {
     Simulated,
     /// AMD SEV-SNP hardware (configfs-tsm).
     Snp,
+    /// Intel TDX hardware (configfs-tsm; needs a build with the `hw` feature).
+    Tdx,
 }
 
 /// Obtains this pod's mesh certificate from the Coordinator and writes mesh-ca.pem,
@@ -53,11 +55,15 @@ struct Args {
     /// Simulated platform only: a launch measurement other than the platform's default.
     #[arg(long, env = "NUNKI_SIM_MEASUREMENT", value_name = "HEX")]
     sim_measurement: Option<Measurement>,
+    /// TDX only: a PCCS to fetch collateral from instead of Intel PCS.
+    #[arg(long, env = "NUNKI_PCCS_URL", value_name = "URL")]
+    pccs_url: Option<String>,
 }
 
 fn issuer(a: &Args) -> Result<Arc<dyn Issuer>> {
     let choice = match a.platform {
         Platform::Snp => PlatformChoice::Snp,
+        Platform::Tdx => PlatformChoice::Tdx,
         Platform::Simulated => {
             let Some(host_data) = a.sim_host_data else {
                 bail!(
@@ -85,7 +91,14 @@ async fn run(a: Args) -> Result<()> {
         .as_deref()
         .map(crate::read_pinned_root)
         .transpose()?;
-    let issuer = issuer(&a)?;
+    let issuer = match a.platform {
+        Platform::Tdx => {
+            let tdx = open_tdx_issuer().context("--platform tdx")?;
+            attach_tdx_collateral(&tdx, a.pccs_url.as_deref()).await?;
+            Arc::new(tdx) as Arc<dyn Issuer>
+        }
+        _ => issuer(&a)?,
+    };
     let opts = crate::RequestOptions {
         pinned_root,
         ..crate::RequestOptions::default()
@@ -149,4 +162,19 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// Quotes once to learn this platform's FMSPC, fetches its collateral (Intel PCS or a PCCS,
+/// through the on-disk cache) and attaches it to the issuer's evidence.
+async fn attach_tdx_collateral(tdx: &nunki_atls::TdxIssuer, pccs: Option<&str>) -> Result<()> {
+    let quote = tdx
+        .quote(&nunki_manifest::ReportData([0; 64]))
+        .context("--platform tdx: first quote")?;
+    let collateral = nunki_collateral::fetch_tdx_collateral(&quote, pccs)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("--platform tdx: fetching collateral")?;
+    tdx.set_collateral(collateral.to_json());
+    tracing::info!("attached TDX collateral to this platform's evidence");
+    Ok(())
 }

@@ -152,6 +152,18 @@ digest_newtype!(
 );
 
 digest_newtype!(
+    /// The 8-byte TDX XFAM (extended features available to the TD), as stored in a TD report.
+    TdxXfam, 8
+);
+digest_newtype!(
+    /// The 8-byte TDX TD_ATTRIBUTES, as stored in a TD report (byte 0 bit 0 is DEBUG).
+    TdAttributes, 8
+);
+digest_newtype!(
+    /// The 16-byte Platform Instance ID of an Intel PCK certificate (multi-package platforms).
+    Piid, 16
+);
+digest_newtype!(
     /// SHA-256 of the exact bytes of a manifest document, as stored and transmitted.
     ManifestHash, 32
 );

@@ -18,8 +18,8 @@ pub use audit::{
     AUDIT_GENESIS, AuditError, AuditOperation, AuditOutcome, AuditRecord, check_audit_chain,
 };
 pub use digest::{
-    ChipId, DigestParseError, HostData, IdKeyDigest, ManifestHash, Measurement, PolicyHash,
-    ReportData, Sha256Fingerprint, TransitionHash, sha256,
+    ChipId, DigestParseError, HostData, IdKeyDigest, ManifestHash, Measurement, Piid, PolicyHash,
+    ReportData, Sha256Fingerprint, TdAttributes, TdxXfam, TransitionHash, sha256,
 };
 pub use history::{ChainEntry, Transition, TransitionLengthError, transition_chain};
 pub use manifest::{
@@ -28,6 +28,6 @@ pub use manifest::{
 };
 pub use reference_values::{
     SimulatedReferenceValues, SnpGuestPolicy, SnpMinimumTcb, SnpProduct, SnpReferenceValues,
-    UnknownProduct,
+    TdxReferenceValues, TdxTcbStatus, UnknownProduct, UnknownTcbStatus,
 };
 pub use san::{San, SanError};

@@ -15,7 +15,9 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::digest::{ManifestHash, PolicyHash, Sha256Fingerprint, sha256};
-use crate::reference_values::{SimulatedReferenceValues, SnpProduct, SnpReferenceValues};
+use crate::reference_values::{
+    SimulatedReferenceValues, SnpProduct, SnpReferenceValues, TdxReferenceValues, TdxTcbStatus,
+};
 use crate::san::{San, SanError};
 use crate::strict::{self, MapOnly};
 
@@ -110,9 +112,9 @@ pub struct ReferenceValues {
     /// SEV-SNP configurations.
     #[serde(default, deserialize_with = "strict::vec_map_only")]
     pub snp: Vec<SnpReferenceValues>,
-    /// TDX configurations: kept as JSON until TDX is supported; any entry is a validation error.
-    #[serde(default)]
-    pub tdx: Vec<serde_json::Value>,
+    /// Intel TDX configurations.
+    #[serde(default, deserialize_with = "strict::vec_map_only")]
+    pub tdx: Vec<TdxReferenceValues>,
     /// Simulated-platform configurations; never mixed with real hardware.
     #[serde(default, deserialize_with = "strict::vec_map_only")]
     pub simulated: Vec<SimulatedReferenceValues>,
@@ -312,12 +314,17 @@ pub enum ManifestErrorKind {
     MissingCoordinator,
     /// `snp`, `tdx` and `simulated` are all empty.
     #[error(
-        "no reference values: add at least one snp or simulated entry (an empty set is refused, never read as \"trust anything\")"
+        "no reference values: add at least one snp, tdx or simulated entry (an empty set is refused, never read as \"trust anything\")"
     )]
     NoReferenceValues,
-    /// A `tdx` entry.
-    #[error("TDX reference values are not supported yet; remove the tdx entries")]
-    TdxNotSupported,
+    /// A `tdx` entry whose `TdAttributes` has the DEBUG bit set.
+    #[error(
+        "DEBUG (bit 0) is set: a debug TD's memory and CPU state are readable by the host, so debug TDs are always refused; clear the bit"
+    )]
+    TdxDebugAttribute,
+    /// `Revoked` in a `tdx` entry's `AllowedTcbStatuses`.
+    #[error("Revoked is never accepted (the platform's keys are compromised); remove it")]
+    TdxRevokedStatus,
     /// Simulated entries next to snp or tdx entries.
     #[error(
         "simulated entries must not be mixed with snp or tdx entries (the simulated platform proves the protocol, not isolation); keep only one kind"
@@ -681,13 +688,6 @@ fn validate_reference_values(rv: &ReferenceValues, errors: &mut Vec<ManifestErro
             ManifestErrorKind::NoReferenceValues,
         );
     }
-    if !rv.tdx.is_empty() {
-        push(
-            errors,
-            "$.ReferenceValues.tdx".to_string(),
-            ManifestErrorKind::TdxNotSupported,
-        );
-    }
     if real && !rv.simulated.is_empty() {
         push(
             errors,
@@ -702,6 +702,27 @@ fn validate_reference_values(rv: &ReferenceValues, errors: &mut Vec<ManifestErro
             e.minimum_tcb.fmc,
             errors,
         );
+    }
+    for (i, e) in rv.tdx.iter().enumerate() {
+        let path = format!("$.ReferenceValues.tdx[{i}]");
+        if e.td_attributes.0.first().is_some_and(|b| b & 1 != 0) {
+            push(
+                errors,
+                format!("{path}.TdAttributes"),
+                ManifestErrorKind::TdxDebugAttribute,
+            );
+        }
+        if let Some(j) = e
+            .allowed_tcb_statuses
+            .iter()
+            .position(|s| *s == TdxTcbStatus::Revoked)
+        {
+            push(
+                errors,
+                format!("{path}.AllowedTcbStatuses[{j}]"),
+                ManifestErrorKind::TdxRevokedStatus,
+            );
+        }
     }
     for (i, e) in rv.simulated.iter().enumerate() {
         check_fmc(
@@ -1363,8 +1384,11 @@ mod tests {
             &format!("\"tdx\": {}{}", "[".repeat(depth), "]".repeat(depth)),
             1,
         );
+        // Every list is typed now, so the nesting is refused at its second level; before the
+        // tdx entries were typed this exercised serde_json's recursion limit.
         let e = only_error_str(&text);
-        assert!(e.to_string().contains("recursion limit exceeded"), "{e}");
+        assert_eq!(e.path, "$.ReferenceValues.tdx[0]", "{e}");
+        assert!(e.to_string().contains("expected a JSON object"), "{e}");
     }
 
     // --- collected errors -------------------------------------------------------------------
@@ -1561,19 +1585,82 @@ mod tests {
         }
     }
 
+    fn tdx_entry() -> Value {
+        json!({
+            "MrTd": "11".repeat(48),
+            "Rtmrs": ["21".repeat(48), "22".repeat(48), "23".repeat(48), "00".repeat(48)],
+            "MrSeam": "33".repeat(48),
+            "Xfam": "e742060000000000",
+            "TdAttributes": "0000001000000000",
+            "MinimumTcbEvaluationDataNumber": 17
+        })
+    }
+
     #[test]
-    fn tdx_is_not_supported_yet() {
+    fn tdx_entries_parse_alone_and_next_to_snp() {
         let mut v = example();
-        v["ReferenceValues"]["tdx"] = json!([{ "MrTd": "00" }]);
-        let e = only_error(&v);
-        assert_eq!(
-            e.to_string(),
-            "$.ReferenceValues.tdx: TDX reference values are not supported yet; remove the tdx entries"
+        v["ReferenceValues"]["tdx"] = json!([tdx_entry()]);
+        let parsed = parse_value(&v).unwrap();
+        let rv = &parsed.manifest().reference_values;
+        assert_eq!(rv.snp.len(), 1);
+        assert_eq!(rv.tdx.len(), 1);
+        assert_eq!(rv.tdx[0].minimum_tcb_evaluation_data_number, 17);
+        assert!(rv.tdx[0].allowed_tcb_statuses.is_empty());
+        assert!(!parsed.is_simulated());
+        let mut v = example();
+        v["ReferenceValues"] = json!({ "tdx": [tdx_entry()] });
+        parse_value(&v).unwrap();
+    }
+
+    #[test]
+    fn tdx_entries_fail_closed() {
+        // A missing trust-deciding value is a schema error at its path.
+        let mut v = example();
+        let mut e = tdx_entry();
+        e.as_object_mut().unwrap().remove("MrSeam");
+        v["ReferenceValues"]["tdx"] = json!([e]);
+        let err = only_error(&v);
+        assert_eq!(err.path, "$.ReferenceValues.tdx[0]");
+        assert!(err.to_string().contains("missing field `MrSeam`"), "{err}");
+        // A misspelt status name is refused with the list of names.
+        let mut v = example();
+        let mut e = tdx_entry();
+        e["AllowedTcbStatuses"] = json!(["OutOfDate", "Outdated"]);
+        v["ReferenceValues"]["tdx"] = json!([e]);
+        let err = only_error(&v);
+        assert_eq!(err.path, "$.ReferenceValues.tdx[0].AllowedTcbStatuses");
+        assert!(
+            err.to_string().contains("unknown variant `Outdated`"),
+            "{err}"
         );
-        // TDX alone is still refused, and not as "empty".
+        // Three RTMRs are not four.
         let mut v = example();
-        v["ReferenceValues"] = json!({ "tdx": [{}] });
-        assert_eq!(only_error(&v).kind, ManifestErrorKind::TdxNotSupported);
+        let mut e = tdx_entry();
+        e["Rtmrs"].as_array_mut().unwrap().pop();
+        v["ReferenceValues"]["tdx"] = json!([e]);
+        assert_eq!(only_error(&v).path, "$.ReferenceValues.tdx[0].Rtmrs");
+    }
+
+    #[test]
+    fn tdx_debug_and_revoked_are_refused_naming_the_field() {
+        let mut v = example();
+        let mut e = tdx_entry();
+        e["TdAttributes"] = json!("0100001000000000");
+        e["AllowedTcbStatuses"] = json!(["OutOfDate", "Revoked"]);
+        v["ReferenceValues"]["tdx"] = json!([tdx_entry(), e]);
+        let errs = errors(&v);
+        assert_eq!(
+            errs.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+            vec![
+                "$.ReferenceValues.tdx[1].TdAttributes",
+                "$.ReferenceValues.tdx[1].AllowedTcbStatuses[1]"
+            ]
+        );
+        assert!(
+            errs[0].1.contains("debug TDs are always refused"),
+            "{}",
+            errs[0].1
+        );
     }
 
     #[test]
@@ -1585,11 +1672,11 @@ mod tests {
         assert_eq!(e.kind, ManifestErrorKind::MixedPlatforms);
 
         let mut v = example();
-        v["ReferenceValues"] = json!({ "tdx": [{}], "simulated": [simulated_entry()] });
+        v["ReferenceValues"] = json!({ "tdx": [tdx_entry()], "simulated": [simulated_entry()] });
         let errs = errors(&v);
         assert_eq!(
             errs.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
-            vec!["$.ReferenceValues.tdx", "$.ReferenceValues.simulated"]
+            vec!["$.ReferenceValues.simulated"]
         );
     }
 
@@ -1751,7 +1838,7 @@ mod tests {
   "ReferenceValues": {{
     "snp": [ {{ "ProductName": "Turin", "TrustedMeasurement": "{m}",
                "MinimumTCB": {{ "BootloaderVersion": 1, "TEEVersion": 0, "SNPVersion": 1, "MicrocodeVersion": 1 }} }} ],
-    "tdx": [ {{}} ],
+    "tdx": [ {tdx} ],
     "simulated": [ {sim} ]
   }},
   "WorkloadOwnerKeyDigests": ["{OWNER_DIGEST}", "{OWNER_DIGEST}", "12"],
@@ -1760,6 +1847,11 @@ mod tests {
 "#,
             m = "00".repeat(48),
             sim = simulated_entry(),
+            tdx = {
+                let mut e = tdx_entry();
+                e["TdAttributes"] = json!("0100000000000000");
+                e
+            },
         );
         let errs = ParsedManifest::parse(text.as_bytes()).unwrap_err();
         let bad = "$.Policies[\"abc\"]";
@@ -1771,9 +1863,9 @@ mod tests {
             format!("{bad}.WorkloadSecretID: must be printable ASCII without spaces; found ' ' at index 1"),
             format!("{web}.SANs: must list at least one SAN (a DNS name, \"*\", an IP address or a URI)"),
             "$.Policies: no policy has Role \"coordinator\": add the Coordinator's policy with \"Role\": \"coordinator\" so clients can attest it".to_string(),
-            "$.ReferenceValues.tdx: TDX reference values are not supported yet; remove the tdx entries".to_string(),
             "$.ReferenceValues.simulated: simulated entries must not be mixed with snp or tdx entries (the simulated platform proves the protocol, not isolation); keep only one kind".to_string(),
             "$.ReferenceValues.snp[0].MinimumTCB.FMCVersion: required because ProductName is Turin: set the minimum FMC security patch level".to_string(),
+            "$.ReferenceValues.tdx[0].TdAttributes: DEBUG (bit 0) is set: a debug TD's memory and CPU state are readable by the host, so debug TDs are always refused; clear the bit".to_string(),
             "$.WorkloadOwnerKeyDigests[1]: duplicate of entry 0; remove it".to_string(),
             "$.WorkloadOwnerKeyDigests[2]: must be 64 hex characters, the SHA-256 of a P-384 SubjectPublicKeyInfo DER: got 2 characters".to_string(),
             "$.SeedshareOwnerPubKeys[0]: must be the hex of a DER PKCS#1 RSAPublicKey: this is an RSA key, but not in PKCS#1 RSAPublicKey DER (a SubjectPublicKeyInfo? export with `openssl rsa -RSAPublicKey_out -outform DER`)".to_string(),

@@ -1,4 +1,4 @@
-//! Reference values for SEV-SNP and for the simulated SNP platform.
+//! Reference values for SEV-SNP, Intel TDX and the simulated SNP platform.
 //!
 //! These are the security documents a manifest owner writes. Parsing is strict: unknown fields
 //! are errors and every value that decides trust (product, measurement, minimum TCB) must be
@@ -9,7 +9,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{ChipId, IdKeyDigest, Measurement, Sha256Fingerprint};
+use crate::digest::{
+    ChipId, IdKeyDigest, Measurement, Piid, Sha256Fingerprint, TdAttributes, TdxXfam,
+};
 use crate::strict;
 
 /// An AMD EPYC product line with its own SEV-SNP root of trust.
@@ -183,6 +185,136 @@ impl SimulatedReferenceValues {
     }
 }
 
+/// A TCB status as Intel's TCB Info and QE Identity name it.
+///
+/// `UpToDate` is always accepted; every other status only where a `tdx` entry lists it in
+/// `AllowedTcbStatuses`. `Revoked` can be written but never accepted (manifest validation
+/// refuses it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TdxTcbStatus {
+    /// The platform and QE are at the latest TCB level.
+    UpToDate,
+    /// Up to date, but software mitigations are advised (see the advisories).
+    SWHardeningNeeded,
+    /// Up to date, but the platform configuration needs changes (see the advisories).
+    ConfigurationNeeded,
+    /// Both of the above.
+    ConfigurationAndSWHardeningNeeded,
+    /// A newer TCB level exists: the platform misses security fixes.
+    OutOfDate,
+    /// Out of date and the configuration needs changes.
+    OutOfDateConfigurationNeeded,
+    /// TDX 1.5: the TD runs on an updated module but was launched on an older one.
+    TDRelaunchAdvised,
+    /// TD relaunch advised and the configuration needs changes.
+    TDRelaunchAdvisedConfigurationNeeded,
+    /// The platform's keys are revoked; never accepted.
+    Revoked,
+}
+
+impl TdxTcbStatus {
+    /// Every status, in Intel's order.
+    pub const ALL: [TdxTcbStatus; 9] = [
+        TdxTcbStatus::UpToDate,
+        TdxTcbStatus::SWHardeningNeeded,
+        TdxTcbStatus::ConfigurationNeeded,
+        TdxTcbStatus::ConfigurationAndSWHardeningNeeded,
+        TdxTcbStatus::OutOfDate,
+        TdxTcbStatus::OutOfDateConfigurationNeeded,
+        TdxTcbStatus::TDRelaunchAdvised,
+        TdxTcbStatus::TDRelaunchAdvisedConfigurationNeeded,
+        TdxTcbStatus::Revoked,
+    ];
+
+    /// Intel's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            TdxTcbStatus::UpToDate => "UpToDate",
+            TdxTcbStatus::SWHardeningNeeded => "SWHardeningNeeded",
+            TdxTcbStatus::ConfigurationNeeded => "ConfigurationNeeded",
+            TdxTcbStatus::ConfigurationAndSWHardeningNeeded => "ConfigurationAndSWHardeningNeeded",
+            TdxTcbStatus::OutOfDate => "OutOfDate",
+            TdxTcbStatus::OutOfDateConfigurationNeeded => "OutOfDateConfigurationNeeded",
+            TdxTcbStatus::TDRelaunchAdvised => "TDRelaunchAdvised",
+            TdxTcbStatus::TDRelaunchAdvisedConfigurationNeeded => {
+                "TDRelaunchAdvisedConfigurationNeeded"
+            }
+            TdxTcbStatus::Revoked => "Revoked",
+        }
+    }
+}
+
+impl fmt::Display for TdxTcbStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A TCB status name Intel does not define.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown TCB status {name:?}: expected one of {list}", name = .0, list = TdxTcbStatus::ALL.map(TdxTcbStatus::name).join(", "))]
+pub struct UnknownTcbStatus(pub String);
+
+impl FromStr for TdxTcbStatus {
+    type Err = UnknownTcbStatus;
+
+    // Exact spelling only: the manifest is hashed byte-exactly and Intel's names are fixed.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TdxTcbStatus::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| UnknownTcbStatus(s.to_string()))
+    }
+}
+
+/// One acceptable Intel TDX configuration (`ReferenceValues.tdx[]`).
+///
+/// Every measurement is compared exactly. The pod's policy hash is not listed here: it is the
+/// first 32 bytes of MRCONFIGID (the remaining 16 must be zero) and is looked up in
+/// `Policies`, as HOST_DATA is for SEV-SNP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdxReferenceValues {
+    /// MRTD: the measurement of the TD's initial memory (TDVF firmware).
+    #[serde(rename = "MrTd")]
+    pub mr_td: Measurement,
+    /// RTMR0..RTMR3: runtime measurement registers (firmware configuration, kernel, command
+    /// line, ...), exactly four.
+    #[serde(rename = "Rtmrs")]
+    pub rtmrs: [Measurement; 4],
+    /// MRSEAM: the measurement of the TDX module.
+    #[serde(rename = "MrSeam")]
+    pub mr_seam: Measurement,
+    /// XFAM, as the 8 bytes of the TD report.
+    #[serde(rename = "Xfam")]
+    pub xfam: TdxXfam,
+    /// TD_ATTRIBUTES, as the 8 bytes of the TD report; DEBUG must be clear.
+    #[serde(rename = "TdAttributes")]
+    pub td_attributes: TdAttributes,
+    /// Lowest acceptable `tcbEvaluationDataNumber` of the TCB Info and QE Identity: refuses
+    /// collateral older than Intel's TCB recovery event with this number.
+    #[serde(rename = "MinimumTcbEvaluationDataNumber")]
+    pub minimum_tcb_evaluation_data_number: u32,
+    /// TCB statuses accepted besides `UpToDate`, by Intel's name (e.g. `OutOfDate`).
+    #[serde(
+        rename = "AllowedTcbStatuses",
+        default,
+        deserialize_with = "strict::vec_string_enum"
+    )]
+    pub allowed_tcb_statuses: Vec<TdxTcbStatus>,
+    /// Platform Instance IDs allowed to run the TD; empty means any platform.
+    #[serde(rename = "AllowedPIIDs", default)]
+    pub allowed_piids: Vec<Piid>,
+}
+
+impl TdxReferenceValues {
+    /// Whether `status` is acceptable under this entry.
+    pub fn accepts_status(&self, status: TdxTcbStatus) -> bool {
+        status == TdxTcbStatus::UpToDate
+            || (status != TdxTcbStatus::Revoked && self.allowed_tcb_statuses.contains(&status))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +371,78 @@ mod tests {
     fn product_names_parse_case_insensitively() {
         assert_eq!("turin".parse::<SnpProduct>().unwrap(), SnpProduct::Turin);
         assert!("venice".parse::<SnpProduct>().is_err());
+    }
+
+    fn tdx_sample() -> serde_json::Value {
+        serde_json::json!({
+            "MrTd": "11".repeat(48),
+            "Rtmrs": ["21".repeat(48), "22".repeat(48), "23".repeat(48), "24".repeat(48)],
+            "MrSeam": "33".repeat(48),
+            "Xfam": "e742060000000000",
+            "TdAttributes": "0000001000000000",
+            "MinimumTcbEvaluationDataNumber": 17,
+            "AllowedTcbStatuses": ["OutOfDate"],
+            "AllowedPIIDs": []
+        })
+    }
+
+    #[test]
+    fn tdx_entry_parses_and_accepts_statuses_by_name() {
+        let rv: TdxReferenceValues = serde_json::from_value(tdx_sample()).unwrap();
+        assert_eq!(rv.rtmrs[3], Measurement([0x24; 48]));
+        assert_eq!(rv.td_attributes.0, [0, 0, 0, 0x10, 0, 0, 0, 0]);
+        assert!(rv.accepts_status(TdxTcbStatus::UpToDate));
+        assert!(rv.accepts_status(TdxTcbStatus::OutOfDate));
+        assert!(!rv.accepts_status(TdxTcbStatus::SWHardeningNeeded));
+        let mut revoked = rv.clone();
+        revoked.allowed_tcb_statuses.push(TdxTcbStatus::Revoked);
+        assert!(!revoked.accepts_status(TdxTcbStatus::Revoked));
+        // Round trip through the manifest spelling.
+        let back: TdxReferenceValues =
+            serde_json::from_value(serde_json::to_value(&rv).unwrap()).unwrap();
+        assert_eq!(back, rv);
+    }
+
+    #[test]
+    fn tdx_missing_values_are_errors() {
+        for field in [
+            "MrTd",
+            "Rtmrs",
+            "MrSeam",
+            "Xfam",
+            "TdAttributes",
+            "MinimumTcbEvaluationDataNumber",
+        ] {
+            let mut v = tdx_sample();
+            v.as_object_mut().unwrap().remove(field);
+            let err = serde_json::from_value::<TdxReferenceValues>(v).unwrap_err();
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+        let mut v = tdx_sample();
+        v["Rtmrs"].as_array_mut().unwrap().pop();
+        assert!(serde_json::from_value::<TdxReferenceValues>(v).is_err());
+        let mut v = tdx_sample();
+        v["AllowedTcbStatuses"] = serde_json::json!(["outofdate"]);
+        let err = serde_json::from_value::<TdxReferenceValues>(v).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `outofdate`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tcb_status_names_round_trip() {
+        for s in TdxTcbStatus::ALL {
+            assert_eq!(s.name().parse::<TdxTcbStatus>().unwrap(), s);
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::json!(s.name())
+            );
+        }
+        let err = "Uptodate".parse::<TdxTcbStatus>().unwrap_err();
+        assert!(
+            err.to_string().contains("UpToDate, SWHardeningNeeded"),
+            "{err}"
+        );
     }
 }

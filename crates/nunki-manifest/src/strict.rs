@@ -66,6 +66,18 @@ where
     T::deserialize(StringDeserializer::<D::Error>::new(s))
 }
 
+/// `deserialize_with` for a list of unit-variant enums, each spelled as a JSON string.
+pub(crate) fn vec_string_enum<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Vec::<String>::deserialize(deserializer)?
+        .into_iter()
+        .map(|s| T::deserialize(StringDeserializer::<D::Error>::new(s)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +121,18 @@ mod tests {
         assert!(serde_json::from_str::<Colour>(r#"{"Red":null}"#).is_ok());
         assert!(serde_json::from_str::<Holder>(r#"{"c":{"Red":null}}"#).is_err());
         assert!(serde_json::from_str::<Holder>(r#"{"c":"red"}"#).is_err());
+    }
+
+    #[test]
+    fn enum_lists_only_from_strings() {
+        #[derive(Debug, Deserialize)]
+        struct Holder {
+            #[serde(deserialize_with = "vec_string_enum")]
+            c: Vec<Colour>,
+        }
+        let h: Holder = serde_json::from_str(r#"{"c":["Red","Red"]}"#).unwrap();
+        assert_eq!(h.c, vec![Colour::Red, Colour::Red]);
+        assert!(serde_json::from_str::<Holder>(r#"{"c":[{"Red":null}]}"#).is_err());
+        assert!(serde_json::from_str::<Holder>(r#"{"c":"Red"}"#).is_err());
     }
 }

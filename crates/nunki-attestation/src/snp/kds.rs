@@ -56,10 +56,21 @@ impl FetchError {
 /// Boxed future returned by [`HttpGet::get`].
 pub type GetFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchError>> + Send + 'a>>;
 
+/// Boxed future returned by [`HttpGet::get_with_header`]: the body and the header's value.
+pub type GetWithHeaderFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(Vec<u8>, Option<String>), FetchError>> + Send + 'a>>;
+
 /// A minimal HTTP GET client, injected so tests and offline use can replace the network.
 pub trait HttpGet: Send + Sync {
     /// Fetches `url` and returns the body of a 2xx response.
     fn get<'a>(&'a self, url: &'a str) -> GetFuture<'a>;
+
+    /// Fetches `url` and also returns the value of the response header `header` (Intel PCS
+    /// sends issuer chains in headers). The default cannot see headers and returns `None`.
+    fn get_with_header<'a>(&'a self, url: &'a str, header: &'a str) -> GetWithHeaderFuture<'a> {
+        let _ = header;
+        Box::pin(async move { Ok((self.get(url).await?, None)) })
+    }
 }
 
 /// A KDS problem.
