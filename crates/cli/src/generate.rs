@@ -69,6 +69,12 @@ pub struct GenerateArgs {
     /// List no workload owner keys: the deployment can never be updated.
     #[arg(long = "disable-updates")]
     pub disable_updates: bool,
+    /// Seed-share owner key (RSA, PEM) whose public key is listed in SeedshareOwnerPubKeys, so
+    /// its holder can recover a restarted Coordinator; created (RSA-4096) if absent. Repeat for
+    /// several owners (default: seedshare-owner.pem next to the manifest). The list cannot change
+    /// after the first `nunki set`.
+    #[arg(long = "seedshare-owner-key", value_name = "PEM")]
+    pub seedshare_owner_keys: Vec<PathBuf>,
     /// Write all resources into this one file instead of rewriting the inputs in place.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -270,9 +276,27 @@ pub fn generate(a: &GenerateArgs) -> Result<Generated> {
         }
         OwnerKeys::Add(vec![digest])
     };
-    let (manifest_bytes, report) =
-        draft::update(existing.as_deref(), &generated, &reference, &owner_keys)
-            .map_err(anyhow::Error::msg)?;
+    let seedshare_paths = if a.seedshare_owner_keys.is_empty() {
+        vec![sibling(&a.manifest, "seedshare-owner.pem")]
+    } else {
+        a.seedshare_owner_keys.clone()
+    };
+    let mut seedshare_owners = Vec::with_capacity(seedshare_paths.len());
+    for path in seedshare_paths {
+        let (public, created) = crate::recover::ensure_seedshare_owner_key(&path)?;
+        if created {
+            written.push(path);
+        }
+        seedshare_owners.push(public);
+    }
+    let (manifest_bytes, report) = draft::update(
+        existing.as_deref(),
+        &generated,
+        &reference,
+        &owner_keys,
+        &seedshare_owners,
+    )
+    .map_err(anyhow::Error::msg)?;
 
     for (w, doc) in &documents {
         resources
@@ -405,7 +429,8 @@ pub fn ensure_owner_key(path: &Path) -> Result<(nunki_manifest::Sha256Fingerprin
     Ok((crate::set::owner_key_digest(&key), created))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Creates `path` with mode 0600 (fails if it exists) and writes `bytes`.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = std::fs::OpenOptions::new()

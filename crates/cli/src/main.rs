@@ -9,6 +9,7 @@ mod generate;
 mod images;
 mod policies;
 mod policy_cmd;
+mod recover;
 mod report;
 mod set;
 mod sim;
@@ -49,6 +50,13 @@ enum Command {
     /// Exit status: 0 verified, 1 a check failed (attestation, history, manifest mismatch) or the
     /// Coordinator was not reachable in time, 2 a usage or input error.
     Verify(verify::VerifyArgs),
+    /// Give a restarted Coordinator (recovery mode) its seed back: decrypts your seed share with
+    /// the seed-share owner key and sends it over attested TLS, authenticated by that key. The
+    /// root CA, history and workload secrets stay the same; the mesh CA is new.
+    ///
+    /// Exit status: 0 recovered, 1 the Coordinator failed attestation, refused the recovery or
+    /// was not reachable in time, 2 a usage or input error.
+    Recover(recover::RecoverArgs),
     /// Rewrite Kubernetes resources for Nunki (Initializer, runtime class), generate a Kata
     /// agent policy per pod template and create or update the manifest.
     ///
@@ -130,6 +138,7 @@ fn main() -> ExitCode {
         Command::Sim(cmd) => sim::run(cmd),
         Command::Set(args) => set::run(*args),
         Command::Verify(args) => verify::run(args),
+        Command::Recover(args) => recover::run(args),
         Command::Generate(args) => generate::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Policy(cmd) => policy_cmd::run(cmd),

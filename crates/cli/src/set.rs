@@ -247,6 +247,11 @@ fn set(a: &SetArgs) -> Outcome<()> {
     let mesh = a.workspace.join("mesh-root.pem");
     write_atomic(&root, &resp.root_ca).input()?;
     write_atomic(&mesh, &resp.mesh_ca).input()?;
+    let seed_shares = if resp.seed_share_document.is_empty() {
+        None
+    } else {
+        Some(crate::recover::write_seed_shares(&a.workspace, &resp.seed_share_document).check()?)
+    };
 
     println!("manifest set on the Coordinator at {}", a.coordinator);
     if let Some(p) = peer {
@@ -265,6 +270,13 @@ fn set(a: &SetArgs) -> Outcome<()> {
     }
     println!("  wrote          {}", root.display());
     println!("  wrote          {}", mesh.display());
+    if let Some(p) = seed_shares {
+        println!(
+            "  wrote          {} (first manifest: the seed encrypted to the seed-share owners; \
+             keep it with seedshare-owner.pem for `nunki recover`)",
+            p.display()
+        );
+    }
     Ok(())
 }
 

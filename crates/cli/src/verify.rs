@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use nunki_api::userapi::user_api_client::UserApiClient;
-use nunki_api::userapi::{GetManifestsRequest, GetManifestsResponse};
+use nunki_api::userapi::{
+    GetAuditLogRequest, GetAuditLogResponse, GetManifestsRequest, GetManifestsResponse,
+};
 use nunki_atls::{ClientIdentity, ServerVerification};
 use nunki_manifest::{ChainEntry, ParsedManifest, PolicyHash, TransitionHash, transition_chain};
 
@@ -45,6 +47,10 @@ pub struct VerifyArgs {
     /// How long to wait for the Coordinator to become reachable.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub timeout: u64,
+    /// Also fetch, check (hash chain, history-key signature) and print the audit log: every
+    /// accepted or refused SetManifest and Recover. Written to DIR/audit-log.json.
+    #[arg(long)]
+    pub log: bool,
 }
 
 /// Largest gRPC message accepted from the Coordinator (the whole history is one message).
@@ -68,6 +74,10 @@ pub struct VerifiedHistory {
     pub root_ca: Vec<u8>,
     /// PEM of the mesh CA.
     pub mesh_ca: Vec<u8>,
+    /// The history key (SubjectPublicKeyInfo DER) that signed the latest transition.
+    pub history_public_key: Vec<u8>,
+    /// Its signature over the latest transition.
+    pub latest_signature: Vec<u8>,
 }
 
 /// The latest manifest of a response, parsed.
@@ -88,17 +98,42 @@ pub fn latest_manifest(resp: &GetManifestsResponse) -> Result<ParsedManifest> {
     })
 }
 
-/// Recomputes the transition chain of `manifests` (oldest first) and requires its last
-/// transition hash to be `latest_transition`.
-pub fn check_chain(manifests: &[Vec<u8>], latest_transition: &[u8]) -> Result<Vec<ChainEntry>> {
+/// Recomputes the transition chain of `manifests` (oldest first): each manifest's transition
+/// must be the one the Coordinator stored for it (`transition_hashes`, same length), and the last
+/// must be `latest_transition`. The first mismatch is named by its index.
+pub fn check_chain(
+    manifests: &[Vec<u8>],
+    transition_hashes: &[Vec<u8>],
+    latest_transition: &[u8],
+) -> Result<Vec<ChainEntry>> {
     let claimed = TransitionHash::from_slice(latest_transition).map_err(|_| {
         anyhow!(
             "the Coordinator's latest transition hash is {} bytes, not 32",
             latest_transition.len()
         )
     })?;
+    if transition_hashes.len() != manifests.len() {
+        bail!(
+            "the Coordinator returned {} manifests but {} transition hashes",
+            manifests.len(),
+            transition_hashes.len()
+        );
+    }
     let refs: Vec<&[u8]> = manifests.iter().map(Vec::as_slice).collect();
     let chain = transition_chain(&refs);
+    for (entry, stored) in chain.iter().zip(transition_hashes) {
+        if entry.transition_hash.0.as_slice() != stored.as_slice() {
+            bail!(
+                "manifest #{i} (SHA-256 {m}) does not match the history: recomputed transition \
+                 #{i} is {t}, the Coordinator's is {s}; manifest #{i} (or one before it) was \
+                 swapped or altered",
+                i = entry.index,
+                m = entry.manifest_hash,
+                t = entry.transition_hash,
+                s = hex::encode(stored)
+            );
+        }
+    }
     let Some(last) = chain.last() else {
         bail!("the Coordinator returned no manifests");
     };
@@ -114,13 +149,31 @@ pub fn check_chain(manifests: &[Vec<u8>], latest_transition: &[u8]) -> Result<Ve
     Ok(chain)
 }
 
+/// Checks the history key's signature over the latest transition.
+pub fn check_signature(resp: &GetManifestsResponse) -> Result<()> {
+    let latest = TransitionHash::from_slice(&resp.latest_transition)
+        .map_err(|_| anyhow!("the Coordinator's latest transition hash is not 32 bytes"))?;
+    nunki_ca::verify_history_signature(
+        &resp.history_public_key,
+        nunki_ca::Signed::LatestTransition,
+        latest.as_bytes(),
+        &resp.latest_transition_signature,
+    )
+    .map_err(|e| anyhow!("latest transition {latest}: {e}"))
+}
+
 /// Checks a response whose latest manifest is `latest` (already trusted): the chain, the
 /// policies of the latest manifest, the CA certificates.
 pub fn check_history(
     resp: GetManifestsResponse,
     latest: &ParsedManifest,
 ) -> Result<VerifiedHistory> {
-    let chain = check_chain(&resp.manifests, &resp.latest_transition)?;
+    let chain = check_chain(
+        &resp.manifests,
+        &resp.transition_hashes,
+        &resp.latest_transition,
+    )?;
+    check_signature(&resp)?;
     let mut policies = BTreeMap::new();
     for doc in resp.policies {
         policies.insert(policy_hash(&doc), doc);
@@ -148,6 +201,8 @@ pub fn check_history(
         policies,
         root_ca: resp.root_ca,
         mesh_ca: resp.mesh_ca,
+        history_public_key: resp.history_public_key,
+        latest_signature: resp.latest_transition_signature,
     })
 }
 
@@ -187,6 +242,26 @@ pub fn write_output(dir: &Path, h: &VerifiedHistory) -> Result<Vec<PathBuf>> {
     let p = dir.join("history.json");
     write_atomic(&p, &json)?;
     written.push(p);
+    if let Some(last) = h.chain.last() {
+        let sig = serde_json::json!({
+            "transition_hash": last.transition_hash.to_hex(),
+            "signature": hex::encode(&h.latest_signature),
+            "signed_message": format!(
+                "{}{}",
+                hex::encode(nunki_ca::LATEST_TRANSITION_CONTEXT),
+                last.transition_hash.to_hex()
+            ),
+            "algorithm": "ECDSA P-384 SHA-384, DER signature; key in history-key.pem",
+        });
+        let mut json = serde_json::to_vec_pretty(&sig)?;
+        json.push(b'\n');
+        let p = dir.join("latest-transition.json");
+        write_atomic(&p, &json)?;
+        written.push(p);
+    }
+    let p = dir.join("history-key.pem");
+    write_atomic(&p, public_key_pem(&h.history_public_key).as_bytes())?;
+    written.push(p);
     for (name, pem) in [
         ("coordinator-root.pem", &h.root_ca),
         ("mesh-root.pem", &h.mesh_ca),
@@ -196,6 +271,112 @@ pub fn write_output(dir: &Path, h: &VerifiedHistory) -> Result<Vec<PathBuf>> {
         written.push(p);
     }
     Ok(written)
+}
+
+/// An audit log that passed the checks.
+#[derive(Debug)]
+pub struct CheckedAuditLog {
+    /// Records, oldest first.
+    pub records: Vec<nunki_manifest::AuditRecord>,
+    /// How many records (from the oldest) the signed head covers: all of them when the head is
+    /// signed, 0 when it is not (the newest record was written in recovery mode).
+    pub signed: usize,
+}
+
+/// Checks the audit log: the hash chain, and the history-key signature over its head (with the
+/// key that signed the latest transition).
+pub fn check_audit_log(
+    log: &GetAuditLogResponse,
+    history_public_key: &[u8],
+) -> Result<CheckedAuditLog> {
+    let chain = nunki_manifest::check_audit_chain(&log.records)
+        .map_err(|e| anyhow!("the audit log: {e}"))?;
+    if !log.history_public_key.is_empty() && log.history_public_key != history_public_key {
+        bail!("the audit log names another history key than the manifest history");
+    }
+    let signed = match (chain.last(), log.head_signature.is_empty()) {
+        (None, _) => 0,
+        (Some(_), true) => 0,
+        (Some((head, _)), false) => {
+            nunki_ca::verify_history_signature(
+                history_public_key,
+                nunki_ca::Signed::AuditHead,
+                head,
+                &log.head_signature,
+            )
+            .map_err(|e| anyhow!("the audit log's head: {e}"))?;
+            chain.len()
+        }
+    };
+    Ok(CheckedAuditLog {
+        records: chain.into_iter().map(|(_, r)| r).collect(),
+        signed,
+    })
+}
+
+fn write_audit_log(path: &Path, records: &[nunki_manifest::AuditRecord]) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(records)?;
+    json.push(b'\n');
+    write_atomic(path, &json)
+}
+
+fn print_audit_log(log: &CheckedAuditLog) {
+    let short = |s: &Option<String>| {
+        s.as_deref()
+            .map_or_else(|| "-".to_string(), |s| s.chars().take(12).collect())
+    };
+    println!(
+        "  audit log      {} record{}, hash chain checked, {}",
+        log.records.len(),
+        if log.records.len() == 1 { "" } else { "s" },
+        if log.records.is_empty() {
+            "empty".to_string()
+        } else if log.signed == log.records.len() {
+            "head signed by the history key".to_string()
+        } else {
+            "head NOT signed (written in recovery mode)".to_string()
+        }
+    );
+    for r in &log.records {
+        let outcome = match r.outcome {
+            nunki_manifest::AuditOutcome::Accepted => "accepted".to_string(),
+            nunki_manifest::AuditOutcome::Refused => {
+                format!("refused: {}", r.reason.as_deref().unwrap_or("?"))
+            }
+        };
+        let op = match r.operation {
+            nunki_manifest::AuditOperation::SetManifest => "SetManifest",
+            nunki_manifest::AuditOperation::Recover => "Recover",
+        };
+        let suppressed = if r.suppressed_refusals > 0 {
+            format!(" (+{} refusals not recorded)", r.suppressed_refusals)
+        } else {
+            String::new()
+        };
+        println!(
+            "    #{:<4} {} {:<11} key {:<12} manifest {:<12} {}{}",
+            r.index,
+            r.time,
+            op,
+            short(&r.client_key_digest),
+            short(&r.manifest),
+            outcome.lines().next().unwrap_or_default(),
+            suppressed
+        );
+    }
+}
+
+/// PEM of a SubjectPublicKeyInfo.
+pub fn public_key_pem(spki: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(spki);
+    let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str("-----END PUBLIC KEY-----\n");
+    out
 }
 
 /// Removes `manifest.<n>.json` with `n >= count` left by an earlier run.
@@ -240,7 +421,7 @@ fn verify(a: &VerifyArgs) -> Outcome<()> {
         .build()
         .context("cannot start the async runtime")
         .input()?;
-    let (ch, resp) = rt.block_on(async {
+    let (ch, resp, log) = rt.block_on(async {
         let ch = coordinator_client::connect_retrying(&target, Duration::from_secs(a.timeout))
             .await
             .map_err(|e| connect_failure(&a.coordinator, &against, e))?;
@@ -254,7 +435,22 @@ fn verify(a: &VerifyArgs) -> Outcome<()> {
                     coordinator_client::explain(&ch, &s)
                 ))
             })?;
-        Ok::<_, Failure>((ch, resp.into_inner()))
+        let log = if a.log {
+            let r = UserApiClient::new(ch.channel())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .get_audit_log(GetAuditLogRequest::default())
+                .await
+                .map_err(|s| {
+                    check(format!(
+                        "the Coordinator did not return its audit log: {}",
+                        coordinator_client::explain(&ch, &s)
+                    ))
+                })?;
+            Some(r.into_inner())
+        } else {
+            None
+        };
+        Ok::<_, Failure>((ch, resp.into_inner(), log))
     })?;
 
     // Nothing in `resp` is trusted until the Coordinator is attested against a manifest the
@@ -304,6 +500,15 @@ fn verify(a: &VerifyArgs) -> Outcome<()> {
     let peer = ch.verified_peer();
     let history = check_history(resp, &latest).check()?;
     write_output(&a.output, &history).input()?;
+    let audit = match log {
+        Some(log) => {
+            let checked = check_audit_log(&log, &history.history_public_key).check()?;
+            let p = a.output.join("audit-log.json");
+            write_audit_log(&p, &checked.records).input()?;
+            Some((checked, p))
+        }
+        None => None,
+    };
 
     println!(
         "Coordinator at {} verified against {against}",
@@ -318,7 +523,7 @@ fn verify(a: &VerifyArgs) -> Outcome<()> {
     }
     if let Some(last) = history.chain.last() {
         println!(
-            "  history        {} manifest{}, hash chain checked",
+            "  history        {} manifest{}, hash chain and history-key signature checked",
             history.chain.len(),
             if history.chain.len() == 1 { "" } else { "s" }
         );
@@ -326,9 +531,13 @@ fn verify(a: &VerifyArgs) -> Outcome<()> {
         println!("  transition     {}", last.transition_hash);
     }
     println!(
-        "  wrote          {}/ (coordinator-root.pem, mesh-root.pem, history.json, manifests/, policies/)",
+        "  wrote          {}/ (coordinator-root.pem, mesh-root.pem, history.json, latest-transition.json, history-key.pem, manifests/, policies/)",
         a.output.display().to_string().trim_end_matches('/')
     );
+    if let Some((checked, path)) = &audit {
+        print_audit_log(checked);
+        println!("  wrote          {}", path.display());
+    }
     if local.is_none() {
         eprintln!(
             "warning: no manifest given (-m): the Coordinator was verified against its own latest \
@@ -372,12 +581,28 @@ mod tests {
         let m0 = manifest_bytes(&[(&coord, "coordinator")], "");
         let m1 = manifest_bytes(&[(&coord, "coordinator"), (&web, "")], "v2");
         let chain = transition_chain(&[&m0, &m1]);
+        let seed = nunki_ca::Seed::from_bytes(&[1; 64]).unwrap();
+        let salt = nunki_ca::Salt::from_bytes(&[2; 32]).unwrap();
+        let key = nunki_ca::HistoryKey::from_pkcs8(
+            &nunki_ca::SeedEngine::new(&seed, &salt)
+                .history_signing_key()
+                .unwrap(),
+        )
+        .unwrap();
         let resp = GetManifestsResponse {
             manifests: vec![m0, m1],
             policies: vec![b"web policy".to_vec(), b"coordinator policy".to_vec()],
             root_ca: pem(),
             mesh_ca: pem(),
             latest_transition: chain[1].transition_hash.0.to_vec(),
+            latest_transition_signature: key
+                .sign(
+                    nunki_ca::Signed::LatestTransition,
+                    &chain[1].transition_hash.0,
+                )
+                .unwrap(),
+            history_public_key: key.public_key_der().to_vec(),
+            transition_hashes: chain.iter().map(|e| e.transition_hash.0.to_vec()).collect(),
         };
         (resp, coord, web)
     }
@@ -385,27 +610,56 @@ mod tests {
     #[test]
     fn chain_must_end_in_the_latest_transition() {
         let (resp, _, _) = response();
-        let chain = check_chain(&resp.manifests, &resp.latest_transition).unwrap();
+        let th = &resp.transition_hashes;
+        let chain = check_chain(&resp.manifests, th, &resp.latest_transition).unwrap();
         assert_eq!(chain.len(), 2);
+        check_signature(&resp).unwrap();
         // The transition of the first manifest only: the second was not chained.
         let first = transition_chain(&[&resp.manifests[0]])[0].transition_hash;
-        let err = check_chain(&resp.manifests, &first.0)
+        let err = check_chain(&resp.manifests, th, &first.0)
             .unwrap_err()
             .to_string();
         assert!(err.contains(&first.to_hex()), "{err}");
         assert!(err.contains(&chain[1].transition_hash.to_hex()), "{err}");
-        // Reordered history.
+        // Reordered history: the first manifest is named.
         let swapped = vec![resp.manifests[1].clone(), resp.manifests[0].clone()];
-        assert!(check_chain(&swapped, &resp.latest_transition).is_err());
+        let err = check_chain(&swapped, th, &resp.latest_transition)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("manifest #0 "), "{err}");
+        // A manifest replaced at index 1.
+        let replaced = vec![resp.manifests[0].clone(), b"{}".to_vec()];
+        let err = check_chain(&replaced, th, &resp.latest_transition)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("manifest #1 "), "{err}");
         // A manifest dropped from the front.
-        assert!(check_chain(&resp.manifests[1..], &resp.latest_transition).is_err());
+        assert!(check_chain(&resp.manifests[1..], &th[1..], &resp.latest_transition).is_err());
+        assert!(check_chain(&resp.manifests[1..], th, &resp.latest_transition).is_err());
         assert!(
-            check_chain(&resp.manifests, &[0; 31])
+            check_chain(&resp.manifests, th, &[0; 31])
                 .unwrap_err()
                 .to_string()
                 .contains("31 bytes")
         );
-        assert!(check_chain(&[], &[0; 32]).is_err());
+        assert!(check_chain(&[], &[], &[0; 32]).is_err());
+        // Signature: altered, missing, or by another key.
+        let mut r = resp.clone();
+        let last = r.latest_transition_signature.len() - 1;
+        r.latest_transition_signature[last] ^= 1;
+        assert!(check_signature(&r).is_err());
+        r.latest_transition_signature.clear();
+        assert!(
+            check_signature(&r)
+                .unwrap_err()
+                .to_string()
+                .contains("no signature")
+        );
+        let mut r = resp.clone();
+        r.history_public_key = nunki_atls::cert::AttestingKey::generate()
+            .unwrap()
+            .spki_der();
+        assert!(check_signature(&r).is_err());
     }
 
     #[test]
@@ -460,7 +714,7 @@ mod tests {
         std::fs::write(out.join("manifests/manifest.7.json"), "stale").unwrap();
         std::fs::write(out.join("manifests/notes.txt"), "mine").unwrap();
         let written = write_output(&out, &h).unwrap();
-        assert_eq!(written.len(), 2 + 2 + 1 + 2);
+        assert_eq!(written.len(), 2 + 2 + 1 + 1 + 1 + 2);
         let read = |p: &str| std::fs::read(out.join(p)).unwrap();
         assert_eq!(read("manifests/manifest.0.json"), resp.manifests[0]);
         assert_eq!(read("manifests/manifest.1.json"), resp.manifests[1]);

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use nunki_api::userapi::user_api_server::{UserApi, UserApiServer};
 use nunki_api::userapi::{
-    GetManifestsRequest, GetManifestsResponse, SetManifestRequest, SetManifestResponse,
+    GetAuditLogRequest, GetAuditLogResponse, GetManifestsRequest, GetManifestsResponse,
+    RecoverRequest, RecoverResponse, SetManifestRequest, SetManifestResponse,
 };
 use nunki_atls::cert::AttestingKey;
 use nunki_atls::issuer::Issuer;
@@ -96,6 +97,20 @@ struct State {
     refuse: Option<Status>,
     /// Client certificates seen by SetManifest (None: none presented).
     set_clients: Vec<Option<Vec<u8>>>,
+    /// Served instead of the manifest at this index (the transition hashes stay the real ones).
+    swapped: Option<(usize, Vec<u8>)>,
+    /// Signs the latest transition after flipping a bit of the hash.
+    bad_signature: bool,
+}
+
+/// The fake's history key (a fixed seed).
+fn history_key() -> nunki_ca::HistoryKey {
+    let seed = nunki_ca::Seed::from_bytes(&[5; 64]).unwrap();
+    let salt = nunki_ca::Salt::from_bytes(&[6; 32]).unwrap();
+    let der = nunki_ca::SeedEngine::new(&seed, &salt)
+        .history_signing_key()
+        .unwrap();
+    nunki_ca::HistoryKey::from_pkcs8(&der).unwrap()
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +158,7 @@ impl UserApi for Fake {
         Ok(Response::new(SetManifestResponse {
             root_ca: s.root_ca.clone(),
             mesh_ca: s.mesh_ca.clone(),
+            seed_share_document: Vec::new(),
         }))
     }
 
@@ -152,17 +168,48 @@ impl UserApi for Fake {
     ) -> Result<Response<GetManifestsResponse>, Status> {
         let s = self.0.lock().unwrap();
         let refs: Vec<&[u8]> = s.manifests.iter().map(Vec::as_slice).collect();
-        let latest = transition_chain(&refs)
-            .last()
-            .map(|e| e.transition_hash.0.to_vec())
-            .unwrap_or_default();
+        let chain = transition_chain(&refs);
+        let latest = s.wrong_transition.clone().unwrap_or_else(|| {
+            chain
+                .last()
+                .map(|e| e.transition_hash.0.to_vec())
+                .unwrap_or_default()
+        });
+        let key = history_key();
+        let mut signed: [u8; 32] = latest.clone().try_into().unwrap_or([0; 32]);
+        if s.bad_signature {
+            signed[0] ^= 1;
+        }
+        let mut manifests = s.manifests.clone();
+        if let Some((i, m)) = &s.swapped {
+            manifests[*i] = m.clone();
+        }
         Ok(Response::new(GetManifestsResponse {
-            manifests: s.manifests.clone(),
+            manifests,
             policies: s.policies.clone(),
             root_ca: s.root_ca.clone(),
             mesh_ca: s.mesh_ca.clone(),
-            latest_transition: s.wrong_transition.clone().unwrap_or(latest),
+            latest_transition: latest,
+            latest_transition_signature: key
+                .sign(nunki_ca::Signed::LatestTransition, &signed)
+                .unwrap(),
+            history_public_key: key.public_key_der().to_vec(),
+            transition_hashes: chain.iter().map(|e| e.transition_hash.0.to_vec()).collect(),
         }))
+    }
+
+    async fn recover(
+        &self,
+        _req: Request<RecoverRequest>,
+    ) -> Result<Response<RecoverResponse>, Status> {
+        Err(Status::unimplemented("the fake does not recover"))
+    }
+
+    async fn get_audit_log(
+        &self,
+        _req: Request<GetAuditLogRequest>,
+    ) -> Result<Response<GetAuditLogResponse>, Status> {
+        Ok(Response::new(GetAuditLogResponse::default()))
     }
 }
 
@@ -570,6 +617,73 @@ async fn wrong_latest_transition_is_refused() {
     let real = transition_chain(&[&m0, &m1])[1].transition_hash;
     assert!(err.contains(&real.to_hex()), "{err}");
     assert!(!ws.path("v/history.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapped_manifest_and_bad_signature_are_refused() {
+    let m0 = manifest("v1");
+    let m1 = manifest("v2");
+    let m2 = manifest("v3");
+    let ws = Workspace::new(&m2);
+    // Manifest #1 swapped for another one: the error names index 1.
+    let fake = Fake::with_history(vec![m0.clone(), m1.clone(), m2.clone()]);
+    fake.0.lock().unwrap().swapped = Some((1, manifest("evil")));
+    let addr = start(fake, coordinator_issuer()).await;
+    let out = s(&ws.path("v"));
+    let o = nunki(args(&[
+        "verify",
+        "-c",
+        &addr,
+        "-o",
+        &out,
+        "--allow-simulated",
+    ]))
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("manifest #1 "), "{err}");
+    assert!(err.contains("swapped or altered"), "{err}");
+    assert!(!ws.path("v/history.json").exists());
+
+    // The chain is right but the latest transition's signature is not.
+    let fake = Fake::with_history(vec![m0.clone(), m1.clone(), m2.clone()]);
+    fake.0.lock().unwrap().bad_signature = true;
+    let addr = start(fake, coordinator_issuer()).await;
+    let o = nunki(args(&[
+        "verify",
+        "-c",
+        &addr,
+        "-o",
+        &out,
+        "--allow-simulated",
+    ]))
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("does not verify with the history key"),
+        "{err}"
+    );
+    assert!(!ws.path("v/history.json").exists());
+
+    // Untouched: verified, signature and key written.
+    let fake = Fake::with_history(vec![m0, m1, m2]);
+    let addr = start(fake, coordinator_issuer()).await;
+    let o = nunki(args(&[
+        "verify",
+        "-c",
+        &addr,
+        "-o",
+        &out,
+        "--allow-simulated",
+    ]))
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(ws.path("v/history-key.pem").exists());
+    let sig: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path("v/latest-transition.json")).unwrap())
+            .unwrap();
+    assert!(!sig["signature"].as_str().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

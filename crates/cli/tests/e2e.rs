@@ -275,3 +275,152 @@ async fn set_pod_certificate_verify_with_real_binaries() {
     assert!(text.contains("HOST_DATA"), "{text}");
     impostor.shutdown().await;
 }
+
+/// `nunki set` writes the seed shares; after a restart `nunki recover` brings the Coordinator
+/// back with the same root CA, and `nunki verify --log` shows the audit trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_restart_recover_verify_log_with_real_binary() {
+    let platform = Arc::new(SimPlatform::generate(SnpProduct::Genoa, SystemTime::now()).unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let s = |p: &Path| p.display().to_string();
+    let pem = |label: &str, der: &[u8]| {
+        use base64::Engine as _;
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            base64::engine::general_purpose::STANDARD.encode(der)
+        )
+    };
+    let (private, public) = nunki_ca::generate_seedshare_owner_key().unwrap();
+    std::fs::write(
+        dir.join("seedshare-owner.pem"),
+        pem("PRIVATE KEY", &private),
+    )
+    .unwrap();
+    let (stranger, _) = nunki_ca::generate_seedshare_owner_key().unwrap();
+    std::fs::write(dir.join("stranger.pem"), pem("PRIVATE KEY", &stranger)).unwrap();
+
+    let coordinator_policy = b"package agent_policy\n# coordinator (recover)\n".to_vec();
+    std::fs::create_dir(dir.join("policies")).unwrap();
+    std::fs::write(dir.join("policies/c.rego"), &coordinator_policy).unwrap();
+    let mut policies = BTreeMap::new();
+    policies.insert(
+        PolicyHash(sha256(&coordinator_policy)),
+        PolicyEntry {
+            sans: vec!["coordinator".into()],
+            workload_secret_id: String::new(),
+            role: Role::Coordinator,
+        },
+    );
+    let manifest = Manifest {
+        policies,
+        reference_values: ReferenceValues {
+            snp: vec![],
+            tdx: vec![],
+            simulated: vec![platform.reference_values()],
+        },
+        workload_owner_key_digests: vec![],
+        seedshare_owner_pub_keys: vec![hex::encode(&public)],
+    };
+    let manifest_path = dir.join("manifest.json");
+    std::fs::write(&manifest_path, manifest.to_json_bytes()).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let options = || Options {
+        issuer: Arc::new(SimIssuer::new(
+            platform.clone(),
+            HostData(sha256(&coordinator_policy)),
+        )),
+        store: StoreChoice::Dir(dir.join("state")),
+        user_api: any,
+        mesh_api: any,
+        metrics: any,
+        clock: system_clock(),
+    };
+
+    let c = start(options()).await.unwrap();
+    let o = nunki(vec![
+        "set".into(),
+        "-c".into(),
+        c.user_api.to_string(),
+        "-m".into(),
+        s(&manifest_path),
+        "--policies".into(),
+        s(&dir.join("policies")),
+        "--workspace".into(),
+        s(dir),
+    ])
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(show(&o).contains("seed-shares.json"), "{}", show(&o));
+    let root_before = std::fs::read(dir.join("coordinator-root.pem")).unwrap();
+    c.shutdown().await;
+
+    let c = start(options()).await.unwrap();
+    let user = c.user_api.to_string();
+    let verify = |extra: &[&str]| {
+        let mut a: Vec<String> = vec![
+            "verify".into(),
+            "-c".into(),
+            user.clone(),
+            "-o".into(),
+            s(&dir.join("verify")),
+            "-m".into(),
+            s(&manifest_path),
+        ];
+        a.extend(extra.iter().map(ToString::to_string));
+        nunki(a)
+    };
+    let o = verify(&[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(show(&o).contains("recovery mode"), "{}", show(&o));
+
+    let recover = |key: &str| {
+        nunki(vec![
+            "recover".into(),
+            "-c".into(),
+            user.clone(),
+            "--seedshare-owner-key".into(),
+            s(&dir.join(key)),
+            "--seed".into(),
+            s(&dir.join("seed-shares.json")),
+            "-m".into(),
+            s(&manifest_path),
+            "--workspace".into(),
+            s(dir),
+        ])
+    };
+    // A key without a share: refused locally, naming the shares' owners.
+    let o = recover("stranger.pem").await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        show(&o).contains("no share for the owner key"),
+        "{}",
+        show(&o)
+    );
+
+    let o = recover("seedshare-owner.pem").await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(show(&o).contains("unchanged"), "{}", show(&o));
+    let root_after = std::fs::read(dir.join("coordinator-root.pem")).unwrap();
+    let spki = |pem: &[u8]| {
+        let der = nunki_attestation::snp::certs::pem_or_der_certs(pem).unwrap();
+        let (_, c) = x509_parser::parse_x509_certificate(&der[0]).unwrap();
+        c.public_key().raw.to_vec()
+    };
+    assert_eq!(spki(&root_before), spki(&root_after));
+
+    let o = verify(&["--log"]).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let out = show(&o);
+    assert!(out.contains("history-key signature checked"), "{out}");
+    assert!(out.contains("audit log      2 records"), "{out}");
+    assert!(out.contains("Recover"), "{out}");
+    assert!(dir.join("verify/audit-log.json").exists());
+    assert!(dir.join("verify/history-key.pem").exists());
+
+    // Recovering a ready Coordinator is refused.
+    let o = recover("seedshare-owner.pem").await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(show(&o).contains("not in recovery mode"), "{}", show(&o));
+    c.shutdown().await;
+}

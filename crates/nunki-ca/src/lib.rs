@@ -55,6 +55,7 @@
 
 mod ca;
 mod error;
+mod history_key;
 mod keys;
 mod san;
 mod seed;
@@ -67,13 +68,18 @@ pub use ca::{
     Ca, DEFAULT_LEAF_COMMON_NAME, Leaf, MESH_CA_COMMON_NAME, ORGANIZATION, ROOT_CA_COMMON_NAME,
 };
 pub use error::{CaError, CaKeyRole};
+pub use history_key::{
+    AUDIT_HEAD_CONTEXT, HistoryKey, HistoryKeyError, LATEST_TRANSITION_CONTEXT, Signed,
+    verify_history_signature,
+};
 pub use keys::generate_p384_pkcs8;
 pub use seed::{
     HISTORY_SIGNING_KEY_LABEL, ROOT_CA_KEY_LABEL, SALT_LEN, SEED_LEN, Salt, Seed, SeedEngine,
     SeedError, WORKLOAD_SECRET_LABEL, WORKLOAD_SECRET_LEN,
 };
 pub use seedshare::{
-    MIN_SEEDSHARE_OWNER_KEY_BITS, SEED_SHARE_FORMAT_VERSION, SEED_SHARE_OAEP_LABEL,
-    SEEDSHARE_OWNER_KEY_BITS, SeedShare, SeedShareError, decrypt_seed_share, encrypt_seed_share,
-    generate_seedshare_owner_key, seedshare_owner_key_digest, seedshare_owner_public_key,
+    MIN_SEEDSHARE_OWNER_KEY_BITS, SEED_SHARE_DOCUMENT_VERSION, SEED_SHARE_FORMAT_VERSION,
+    SEED_SHARE_OAEP_LABEL, SEEDSHARE_OWNER_KEY_BITS, SeedShare, SeedShareDocument, SeedShareError,
+    decrypt_seed_share, encrypt_seed_share, generate_seedshare_owner_key,
+    seedshare_owner_key_digest, seedshare_owner_public_key,
 };

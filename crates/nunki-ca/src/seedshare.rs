@@ -86,6 +86,16 @@ pub enum SeedShareError {
         /// The digest of the given private key's public key.
         key_owner: String,
     },
+    /// A seed-share document has no share for the given key.
+    #[error(
+        "the seed shares hold no share for the owner key with SHA-256 {key_owner} (shares are for: {present}); use the seedshare-owner.pem listed in the manifest"
+    )]
+    NoShareForKey {
+        /// The owner digests present.
+        present: String,
+        /// The digest of the given key.
+        key_owner: String,
+    },
     /// RSA-OAEP decryption failed.
     #[error(
         "RSA-OAEP-SHA256 decryption of the seed share failed: the ciphertext was altered or made for another key"
@@ -109,6 +119,85 @@ pub struct SeedShare {
     /// RSA-OAEP-SHA256 ciphertext (see the module docs), base64 in JSON.
     #[serde(with = "base64_bytes")]
     pub encrypted_seed: Vec<u8>,
+}
+
+/// Current [`SeedShareDocument::version`].
+pub const SEED_SHARE_DOCUMENT_VERSION: u32 = 1;
+
+/// `seed-shares.json`: the seed shares the Coordinator returns for the first manifest, one per
+/// `SeedshareOwnerPubKeys` entry. Any one owner can recover the Coordinator with theirs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SeedShareDocument {
+    /// Format version ([`SEED_SHARE_DOCUMENT_VERSION`]).
+    pub version: u32,
+    /// One share per owner key.
+    pub seed_shares: Vec<SeedShare>,
+}
+
+impl SeedShareDocument {
+    /// Encrypts `seed` and `salt` to every owner key (hex of PKCS#1 DER, as the manifest lists
+    /// them).
+    ///
+    /// # Errors
+    /// The first key that cannot be used, with its position.
+    pub fn encrypt(
+        owner_keys_hex: &[String],
+        seed: &Seed,
+        salt: &Salt,
+    ) -> Result<Self, SeedShareError> {
+        let mut seed_shares = Vec::with_capacity(owner_keys_hex.len());
+        for (i, k) in owner_keys_hex.iter().enumerate() {
+            let der = hex::decode(k).map_err(|e| SeedShareError::InvalidPublicKey {
+                detail: format!("SeedshareOwnerPubKeys[{i}] is not hex: {e}"),
+            })?;
+            seed_shares.push(encrypt_seed_share(&der, seed, salt)?);
+        }
+        Ok(Self {
+            version: SEED_SHARE_DOCUMENT_VERSION,
+            seed_shares,
+        })
+    }
+
+    /// Parses `seed-shares.json`.
+    ///
+    /// # Errors
+    /// A description of what is wrong (unknown fields and versions are errors).
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let doc: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if doc.version != SEED_SHARE_DOCUMENT_VERSION {
+            return Err(format!(
+                "Version {} is not supported (expected {SEED_SHARE_DOCUMENT_VERSION})",
+                doc.version
+            ));
+        }
+        Ok(doc)
+    }
+
+    /// Finds the share for the owner key `private_der` and decrypts it.
+    ///
+    /// # Errors
+    /// [`SeedShareError::NoShareForKey`] (listing the digests present) when no share is for this
+    /// key, or the errors of [`decrypt_seed_share`].
+    pub fn decrypt(&self, private_der: &[u8]) -> Result<(Seed, Salt), SeedShareError> {
+        let mine = hex_sha256(&public_pkcs1(&parse_private(private_der)?)?);
+        match self
+            .seed_shares
+            .iter()
+            .find(|s| s.owner_key_digest.eq_ignore_ascii_case(&mine))
+        {
+            Some(share) => decrypt_seed_share(private_der, share),
+            None => Err(SeedShareError::NoShareForKey {
+                present: self
+                    .seed_shares
+                    .iter()
+                    .map(|s| s.owner_key_digest.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                key_owner: mine,
+            }),
+        }
+    }
 }
 
 mod base64_bytes {
@@ -376,5 +465,42 @@ mod tests {
             decrypt_seed_share(private.as_ref(), &share).unwrap_err(),
             SeedShareError::Decrypt
         );
+    }
+
+    #[test]
+    fn document_round_trip_and_key_lookup() {
+        let a = PrivateDecryptingKey::generate(KeySize::Rsa3072).unwrap();
+        let b = PrivateDecryptingKey::generate(KeySize::Rsa3072).unwrap();
+        let stranger = PrivateDecryptingKey::generate(KeySize::Rsa3072).unwrap();
+        let der = |k: &PrivateDecryptingKey| {
+            let d: Pkcs8V1Der<'static> = k.as_der().unwrap();
+            d.as_ref().to_vec()
+        };
+        let keys = [
+            hex::encode(public_pkcs1(&a).unwrap()),
+            hex::encode(public_pkcs1(&b).unwrap()),
+        ];
+        let seed = Seed::from_bytes(&[3; SEED_LEN]).unwrap();
+        let salt = Salt::from_bytes(&[4; SALT_LEN]).unwrap();
+        let doc = SeedShareDocument::encrypt(&keys, &seed, &salt).unwrap();
+        let json = serde_json::to_vec(&doc).unwrap();
+        let parsed = SeedShareDocument::parse(&json).unwrap();
+        assert_eq!(parsed, doc);
+        for k in [&a, &b] {
+            let (s, t) = parsed.decrypt(&der(k)).unwrap();
+            assert_eq!(s.as_bytes(), seed.as_bytes());
+            assert_eq!(t.as_bytes(), salt.as_bytes());
+        }
+        assert!(matches!(
+            parsed.decrypt(&der(&stranger)).unwrap_err(),
+            SeedShareError::NoShareForKey { .. }
+        ));
+        let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        v["Version"] = 2.into();
+        assert!(SeedShareDocument::parse(&serde_json::to_vec(&v).unwrap()).is_err());
+        v["Version"] = 1.into();
+        v["Extra"] = true.into();
+        assert!(SeedShareDocument::parse(&serde_json::to_vec(&v).unwrap()).is_err());
+        assert!(SeedShareDocument::encrypt(&["zz".into()], &seed, &salt).is_err());
     }
 }

@@ -6,7 +6,8 @@ use nunki_api::meshapi::mesh_api_server::MeshApi as MeshApiTrait;
 use nunki_api::meshapi::{NewMeshCertRequest, NewMeshCertResponse};
 use nunki_api::userapi::user_api_server::UserApi as UserApiTrait;
 use nunki_api::userapi::{
-    GetManifestsRequest, GetManifestsResponse, SetManifestRequest, SetManifestResponse,
+    GetAuditLogRequest, GetAuditLogResponse, GetManifestsRequest, GetManifestsResponse,
+    RecoverRequest, RecoverResponse, SetManifestRequest, SetManifestResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -68,6 +69,11 @@ impl UserApiTrait for UserApi {
             Ok(ok) => Ok(Response::new(SetManifestResponse {
                 root_ca: ok.root_ca.into_bytes(),
                 mesh_ca: ok.mesh_ca.into_bytes(),
+                seed_share_document: match ok.seed_shares {
+                    Some(doc) => serde_json::to_vec_pretty(&doc)
+                        .map_err(|e| Status::internal(format!("encoding the seed shares: {e}")))?,
+                    None => Vec::new(),
+                },
             })),
             Err(e) => {
                 tracing::info!(error = %e, "SetManifest refused");
@@ -86,7 +92,46 @@ impl UserApiTrait for UserApi {
             policies: v.policies,
             root_ca: v.root_ca.into_bytes(),
             mesh_ca: v.mesh_ca.into_bytes(),
-            latest_transition: v.latest.0.to_vec(),
+            latest_transition: v.latest.hash.0.to_vec(),
+            latest_transition_signature: v.latest.signature,
+            history_public_key: v.history_public_key,
+            transition_hashes: v.transition_hashes.iter().map(|t| t.0.to_vec()).collect(),
+        }))
+    }
+
+    async fn recover(
+        &self,
+        req: Request<RecoverRequest>,
+    ) -> Result<Response<RecoverResponse>, Status> {
+        let spki = req
+            .extensions()
+            .get::<ConnInfo>()
+            .and_then(|i| i.peer_spki.clone());
+        let r = req.into_inner();
+        // The request holds the seed: wipe our copy when done.
+        let seed = zeroize::Zeroizing::new(r.seed);
+        let salt = r.salt;
+        match self.coord.recover(&seed, &salt, spki.as_deref()).await {
+            Ok(ok) => Ok(Response::new(RecoverResponse {
+                root_ca: ok.root_ca.into_bytes(),
+                mesh_ca: ok.mesh_ca.into_bytes(),
+            })),
+            Err(e) => {
+                tracing::info!(error = %e, "Recover refused");
+                Err(status(e))
+            }
+        }
+    }
+
+    async fn get_audit_log(
+        &self,
+        _req: Request<GetAuditLogRequest>,
+    ) -> Result<Response<GetAuditLogResponse>, Status> {
+        let v = self.coord.audit_log().await.map_err(status)?;
+        Ok(Response::new(GetAuditLogResponse {
+            records: v.log.records,
+            head_signature: v.log.head.map(|h| h.signature).unwrap_or_default(),
+            history_public_key: v.history_public_key.unwrap_or_default(),
         }))
     }
 }

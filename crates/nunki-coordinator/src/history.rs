@@ -400,6 +400,185 @@ impl History {
 
 use nunki_manifest::sha256;
 
+/// Directory of audit records, stored under the SHA-256 of their bytes, plus [`AUDIT_HEAD`].
+pub const AUDIT: &str = "audit";
+/// Name of the pointer to the newest audit record, in [`AUDIT`].
+pub const AUDIT_HEAD: &str = "head";
+/// How often [`History::append_audit`] retries when another writer moved the head meanwhile.
+const AUDIT_APPEND_ATTEMPTS: usize = 16;
+
+/// The content of `audit/head`: the newest record's hash and, when the writer held the history
+/// key, a signature over it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHead {
+    /// SHA-256 of the newest record's bytes.
+    pub hash: [u8; 32],
+    /// History-key signature over `hash` (empty when written in recovery mode).
+    pub signature: Vec<u8>,
+}
+
+impl AuditHead {
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.hash.to_vec();
+        out.extend_from_slice(&self.signature);
+        out
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<AuditHead> {
+        let (hash, signature) = bytes.split_at_checked(32)?;
+        Some(AuditHead {
+            hash: hash.try_into().ok()?,
+            signature: signature.to_vec(),
+        })
+    }
+}
+
+/// The audit log as stored: record bytes oldest first and the head.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditLog {
+    /// Exact record bytes, oldest first (each re-hashed against its link).
+    pub records: Vec<Vec<u8>>,
+    /// The head (None: no records yet).
+    pub head: Option<AuditHead>,
+}
+
+fn audit_key(name: &str) -> Result<StoreKey, HistoryError> {
+    Ok(StoreKey::new(AUDIT, name)?)
+}
+
+impl History {
+    /// `audit/head`, or None before the first record.
+    pub async fn audit_head(&self) -> Result<Option<AuditHead>, HistoryError> {
+        let key = audit_key(AUDIT_HEAD)?;
+        let Some(bytes) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
+        AuditHead::from_bytes(&bytes)
+            .map(Some)
+            .ok_or_else(|| HistoryError::Corrupt {
+                location: self.location(&key),
+                reason: format!(
+                    "an audit head is a 32-byte hash and a signature, got {} bytes",
+                    bytes.len()
+                ),
+            })
+    }
+
+    /// Appends a record: `make(index, previous_hash_hex)` builds it on top of the current head,
+    /// which is then moved by compare-and-swap (retried if another writer moved it meanwhile).
+    /// With `key` the new head is signed. Returns the new record's hash.
+    pub async fn append_audit(
+        &self,
+        make: impl Fn(u64, String) -> nunki_manifest::AuditRecord,
+        key: Option<&nunki_ca::HistoryKey>,
+    ) -> Result<[u8; 32], HistoryError> {
+        let head_key = audit_key(AUDIT_HEAD)?;
+        let mut last_conflict = None;
+        for _ in 0..AUDIT_APPEND_ATTEMPTS {
+            let head = self.audit_head().await?;
+            let (index, previous) = match &head {
+                Some(h) => {
+                    let prev = nunki_manifest::AuditRecord::parse(
+                        &self
+                            .get_addressed(&audit_key(&hex::encode(h.hash))?, &h.hash)
+                            .await?,
+                    )
+                    .map_err(|reason| HistoryError::Corrupt {
+                        location: self.location(&head_key),
+                        reason: format!("the newest audit record is unreadable: {reason}"),
+                    })?;
+                    (prev.index.saturating_add(1), hex::encode(h.hash))
+                }
+                None => (0, hex::encode(nunki_manifest::AUDIT_GENESIS)),
+            };
+            let bytes = make(index, previous).to_bytes();
+            let hash = sha256(&bytes);
+            self.store
+                .set(&audit_key(&hex::encode(hash))?, &bytes)
+                .await?;
+            let signature = match key {
+                Some(k) => k.sign(nunki_ca::Signed::AuditHead, &hash).map_err(|e| {
+                    HistoryError::Corrupt {
+                        location: self.location(&head_key),
+                        reason: e.to_string(),
+                    }
+                })?,
+                None => Vec::new(),
+            };
+            let new = AuditHead { hash, signature };
+            match self
+                .store
+                .compare_and_swap(
+                    &head_key,
+                    head.as_ref().map(AuditHead::to_bytes).as_deref(),
+                    &new.to_bytes(),
+                )
+                .await
+            {
+                Ok(()) => return Ok(hash),
+                Err(e @ StoreError::Conflict { .. }) => last_conflict = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last_conflict.map_or_else(
+            || HistoryError::Corrupt {
+                location: self.location(&head_key),
+                reason: "no attempt was made".into(),
+            },
+            HistoryError::Store,
+        ))
+    }
+
+    /// The whole audit log, oldest first, every record re-hashed against the link that names
+    /// it.
+    pub async fn audit_log(&self) -> Result<AuditLog, HistoryError> {
+        let Some(head) = self.audit_head().await? else {
+            return Ok(AuditLog::default());
+        };
+        let mut records = Vec::new();
+        let mut current = head.hash;
+        while current != nunki_manifest::AUDIT_GENESIS {
+            let key = audit_key(&hex::encode(current))?;
+            if records.len() >= nunki_manifest::audit::MAX_AUDIT_LEN {
+                return Err(HistoryError::Corrupt {
+                    location: self.location(&key),
+                    reason: "the audit log is longer than the readable maximum".into(),
+                });
+            }
+            let bytes = self.get_addressed(&key, &current).await?;
+            let record = nunki_manifest::AuditRecord::parse(&bytes).map_err(|reason| {
+                HistoryError::Corrupt {
+                    location: self.location(&key),
+                    reason: format!("not an audit record: {reason}"),
+                }
+            })?;
+            let mut previous = [0u8; 32];
+            hex::decode_to_slice(&record.previous, &mut previous).map_err(|e| {
+                HistoryError::Corrupt {
+                    location: self.location(&key),
+                    reason: format!("Previous is not a SHA-256 in hex: {e}"),
+                }
+            })?;
+            records.push(bytes);
+            if record.index == 0 {
+                if previous != nunki_manifest::AUDIT_GENESIS {
+                    return Err(HistoryError::Corrupt {
+                        location: self.location(&key),
+                        reason: "the first audit record names a previous record".into(),
+                    });
+                }
+                break;
+            }
+            current = previous;
+        }
+        records.reverse();
+        Ok(AuditLog {
+            records,
+            head: Some(head),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,14 +1,15 @@
 //! The Coordinator's state machine: uninitialized → ready (after the first manifest) and
 //! recovery mode (history on disk, but no key material in memory after a restart).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use nunki_atls::verify::Clock;
 use nunki_atls::{HostDataRule, ReferenceVerifier, VerifiedPeer};
 use nunki_ca::Ca;
 use nunki_manifest::{
-    ManifestHash, ParsedManifest, PolicyHash, Sha256Fingerprint, Transition, TransitionHash, sha256,
+    AuditOperation, AuditOutcome, AuditRecord, ManifestHash, ParsedManifest, PolicyHash,
+    Sha256Fingerprint, Transition, TransitionHash, sha256,
 };
 use zeroize::Zeroizing;
 
@@ -87,6 +88,26 @@ pub struct SetResult {
     pub root_ca: String,
     /// Mesh CA PEM.
     pub mesh_ca: String,
+    /// For the first manifest only: the seed shares (`seed-shares.json`).
+    pub seed_shares: Option<nunki_ca::SeedShareDocument>,
+}
+
+/// Result of a successful Recover.
+#[derive(Debug, Clone)]
+pub struct RecoverResult {
+    /// Root CA PEM (unchanged by the restart).
+    pub root_ca: String,
+    /// The new mesh CA PEM.
+    pub mesh_ca: String,
+}
+
+/// Result of GetAuditLog.
+#[derive(Debug, Clone)]
+pub struct AuditView {
+    /// The log as stored.
+    pub log: crate::history::AuditLog,
+    /// The history public key (SPKI DER) when the Coordinator holds it.
+    pub history_public_key: Option<Vec<u8>>,
 }
 
 /// Result of GetManifests.
@@ -100,8 +121,12 @@ pub struct ManifestsView {
     pub root_ca: String,
     /// Mesh CA PEM.
     pub mesh_ca: String,
-    /// Latest transition hash.
-    pub latest: TransitionHash,
+    /// Latest transition hash and its signature.
+    pub latest: LatestTransition,
+    /// The transition hash of each manifest, oldest first.
+    pub transition_hashes: Vec<TransitionHash>,
+    /// SubjectPublicKeyInfo DER of the history key.
+    pub history_public_key: Vec<u8>,
 }
 
 /// A mesh certificate for an attested pod.
@@ -123,12 +148,78 @@ pub struct Coordinator {
     clock: Clock,
     status: RwLock<Status>,
     set_lock: tokio::sync::Mutex<()>,
-    /// The seed engine, created with a fresh seed on the first `SetManifest`. The root CA key
-    /// and workload secrets are derived from it. Held in memory only: after a restart the
-    /// Coordinator is in recovery mode until the seed is given back (seed shares, issue 6).
-    seed: std::sync::Mutex<Option<Arc<nunki_ca::SeedEngine>>>,
+    /// The keys derived from the seed, created with a fresh seed on the first `SetManifest`
+    /// or given back by `Recover`. Held in memory only: after a restart the Coordinator is in
+    /// recovery mode until a seed-share owner recovers it.
+    keys: std::sync::Mutex<Option<Arc<Keys>>>,
+    audit_limit: std::sync::Mutex<RefusalLimiter>,
     metrics: Arc<Metrics>,
 }
+
+/// What the seed gives the Coordinator.
+struct Keys {
+    engine: nunki_ca::SeedEngine,
+    history: nunki_ca::HistoryKey,
+}
+
+impl Keys {
+    fn new(seed: &nunki_ca::Seed, salt: &nunki_ca::Salt) -> Result<Keys, CoordError> {
+        let engine = nunki_ca::SeedEngine::new(seed, salt);
+        let der = engine
+            .history_signing_key()
+            .map_err(|e| CoordError::Internal(format!("deriving the history signing key: {e}")))?;
+        let history = nunki_ca::HistoryKey::from_pkcs8(&der)
+            .map_err(|e| CoordError::Internal(e.to_string()))?;
+        Ok(Keys { engine, history })
+    }
+
+    fn root_key(&self) -> Result<Zeroizing<Vec<u8>>, CoordError> {
+        self.engine
+            .root_ca_key()
+            .map_err(|e| CoordError::Internal(format!("deriving the root CA key: {e}")))
+    }
+}
+
+/// Refused operations are recorded in the audit log at most [`RefusalLimiter::BURST`] at a
+/// time, refilled at one per [`RefusalLimiter::REFILL`]; the rest are counted and the count goes
+/// into the next record, so a client hammering the API cannot grow the store without bound.
+#[derive(Debug)]
+struct RefusalLimiter {
+    tokens: f64,
+    last: std::time::Instant,
+    suppressed: u64,
+}
+
+impl RefusalLimiter {
+    const BURST: f64 = 20.0;
+    const REFILL: std::time::Duration = std::time::Duration::from_secs(3);
+
+    fn new() -> Self {
+        Self {
+            tokens: Self::BURST,
+            last: std::time::Instant::now(),
+            suppressed: 0,
+        }
+    }
+
+    /// Whether a refusal may be recorded now.
+    fn admit(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() / Self::REFILL.as_secs_f64();
+        self.tokens = (self.tokens + refill).min(Self::BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.suppressed = self.suppressed.saturating_add(1);
+            false
+        }
+    }
+}
+
+/// Longest refusal reason kept in an audit record.
+const MAX_AUDIT_REASON: usize = 2048;
 
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,7 +255,8 @@ impl Coordinator {
             clock,
             status: RwLock::new(status),
             set_lock: tokio::sync::Mutex::new(()),
-            seed: std::sync::Mutex::new(None),
+            keys: std::sync::Mutex::new(None),
+            audit_limit: std::sync::Mutex::new(RefusalLimiter::new()),
             metrics,
         })
     }
@@ -195,7 +287,8 @@ impl Coordinator {
         }
     }
 
-    /// Sets a manifest: the first one, or an update authorised by a workload owner key.
+    /// Sets a manifest: the first one, or an update authorised by a workload owner key. Every
+    /// outcome is recorded in the audit log.
     pub async fn set_manifest(
         &self,
         raw: &[u8],
@@ -204,6 +297,32 @@ impl Coordinator {
         expected_previous: Option<TransitionHash>,
     ) -> Result<SetResult, CoordError> {
         let _guard = self.set_lock.lock().await;
+        let result = self
+            .set_manifest_locked(raw, policies, client_spki, expected_previous)
+            .await;
+        let digest = client_spki.map(|k| hex::encode(sha256(k)));
+        let (manifest, transition) = match (&result, self.status()) {
+            (Ok(r), Status::Ready(s)) => (Some(r.manifest_hash.to_hex()), Some(s.latest.hash)),
+            _ => (None, None),
+        };
+        self.audit(
+            AuditOperation::SetManifest,
+            digest,
+            result.as_ref().err(),
+            manifest,
+            transition,
+        )
+        .await;
+        result
+    }
+
+    async fn set_manifest_locked(
+        &self,
+        raw: &[u8],
+        policies: &[Vec<u8>],
+        client_spki: Option<&[u8]>,
+        expected_previous: Option<TransitionHash>,
+    ) -> Result<SetResult, CoordError> {
         let previous = match self.status() {
             Status::Recovery { .. } => {
                 self.ready()?;
@@ -227,6 +346,7 @@ impl Coordinator {
         })?;
         if let Some(prev) = &previous {
             authorize(&prev.manifest, client_spki)?;
+            same_seedshare_owners(&prev.manifest, &parsed)?;
         }
         // Every policy in the manifest must come with its document, and nothing else.
         let mut docs: BTreeMap<PolicyHash, &Vec<u8>> = BTreeMap::new();
@@ -252,23 +372,26 @@ impl Coordinator {
                 missing.join(", ")
             )));
         }
-        let mesh_verifier = Arc::new(
-            ReferenceVerifier::new(
-                &parsed.manifest().reference_values.snp,
-                &parsed.manifest().reference_values.simulated,
-                HostDataRule::Any,
-                self.clock.clone(),
-            )
-            .map_err(|e| CoordError::InvalidArgument(e.to_string()))?,
-        );
-        // Key material before touching the store, so a failure leaves nothing half written.
-        let root_key = self.root_key()?;
-        let mesh_key =
-            nunki_ca::generate_p384_pkcs8().map_err(|e| CoordError::Internal(e.to_string()))?;
-        let ca = Arc::new(
-            Ca::new(&root_key, &mesh_key, (self.clock)())
-                .map_err(|e| CoordError::Internal(e.to_string()))?,
-        );
+        let mesh_verifier = self.mesh_verifier_for(&parsed)?;
+        // Key material before touching the store, so a failure leaves nothing half written. The
+        // first manifest gets a fresh seed, kept only if the manifest is accepted.
+        let (keys, seed_shares) = match &previous {
+            Some(_) => (self.keys()?, None),
+            None => {
+                let seed =
+                    nunki_ca::Seed::generate().map_err(|e| CoordError::Internal(e.to_string()))?;
+                let salt =
+                    nunki_ca::Salt::generate().map_err(|e| CoordError::Internal(e.to_string()))?;
+                let shares = nunki_ca::SeedShareDocument::encrypt(
+                    &parsed.manifest().seedshare_owner_pub_keys,
+                    &seed,
+                    &salt,
+                )
+                .map_err(|e| CoordError::InvalidArgument(format!("SeedshareOwnerPubKeys: {e}")))?;
+                (Arc::new(Keys::new(&seed, &salt)?), Some(shares))
+            }
+        };
+        let ca = self.new_ca(&keys)?;
 
         for p in docs.values() {
             self.history.set_policy(p).await?;
@@ -284,16 +407,67 @@ impl Coordinator {
         let hash = self.history.set_transition(&transition).await?;
         let latest = LatestTransition {
             hash,
-            signature: Vec::new(),
+            signature: keys
+                .history
+                .sign(nunki_ca::Signed::LatestTransition, hash.as_bytes())
+                .map_err(|e| CoordError::Internal(e.to_string()))?,
         };
         self.history
             .cas_latest(prev_latest.as_ref(), &latest)
             .await?;
 
+        if previous.is_none() {
+            self.install_keys(keys);
+        }
         let generation = previous.as_ref().map_or(1, |s| s.generation + 1);
+        self.become_ready(parsed, ca.clone(), latest, generation, mesh_verifier);
+        self.metrics.manifests_set.inc();
+        tracing::info!(manifest = %manifest_hash, transition = %hash, generation, "manifest set");
+        Ok(SetResult {
+            manifest_hash,
+            root_ca: ca.root_pem().to_string(),
+            mesh_ca: ca.mesh_ca_pem().to_string(),
+            seed_shares,
+        })
+    }
+
+    fn mesh_verifier_for(
+        &self,
+        parsed: &ParsedManifest,
+    ) -> Result<Arc<ReferenceVerifier>, CoordError> {
+        Ok(Arc::new(
+            ReferenceVerifier::new(
+                &parsed.manifest().reference_values.snp,
+                &parsed.manifest().reference_values.simulated,
+                HostDataRule::Any,
+                self.clock.clone(),
+            )
+            .map_err(|e| CoordError::InvalidArgument(e.to_string()))?,
+        ))
+    }
+
+    /// A CA with the seed's root key and a fresh mesh key.
+    fn new_ca(&self, keys: &Keys) -> Result<Arc<Ca>, CoordError> {
+        let root_key = keys.root_key()?;
+        let mesh_key =
+            nunki_ca::generate_p384_pkcs8().map_err(|e| CoordError::Internal(e.to_string()))?;
+        Ok(Arc::new(
+            Ca::new(&root_key, &mesh_key, (self.clock)())
+                .map_err(|e| CoordError::Internal(e.to_string()))?,
+        ))
+    }
+
+    fn become_ready(
+        &self,
+        parsed: ParsedManifest,
+        ca: Arc<Ca>,
+        latest: LatestTransition,
+        generation: u64,
+        mesh_verifier: Arc<ReferenceVerifier>,
+    ) {
         let state = Arc::new(State {
             manifest: Arc::new(parsed),
-            ca: ca.clone(),
+            ca,
             latest,
             generation,
             mesh_verifier,
@@ -302,38 +476,217 @@ impl Coordinator {
             Ok(mut s) => *s = Status::Ready(state),
             Err(p) => *p.into_inner() = Status::Ready(state),
         }
-        self.metrics.manifests_set.inc();
         self.metrics
             .manifest_generation
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
-        tracing::info!(manifest = %manifest_hash, transition = %hash, generation, "manifest set");
-        Ok(SetResult {
-            manifest_hash,
+    }
+
+    fn install_keys(&self, keys: Arc<Keys>) {
+        match self.keys.lock() {
+            Ok(mut k) => *k = Some(keys),
+            Err(p) => *p.into_inner() = Some(keys),
+        }
+    }
+
+    fn keys(&self) -> Result<Arc<Keys>, CoordError> {
+        self.keys
+            .lock()
+            .map_err(|_| CoordError::Internal("key lock poisoned".into()))?
+            .clone()
+            .ok_or_else(|| {
+                CoordError::Internal("ready without keys: this is a bug in the Coordinator".into())
+            })
+    }
+
+    /// Gives a Coordinator in recovery mode its seed back. `client_spki` is the caller's TLS
+    /// client key, which must be a seed-share owner key of the latest manifest; the seed and
+    /// salt must derive the history key that signed the stored latest transition. On success
+    /// the root CA is the one from before, the mesh CA is new, and the history is unchanged.
+    /// Every outcome is recorded in the audit log.
+    pub async fn recover(
+        &self,
+        seed: &[u8],
+        salt: &[u8],
+        client_spki: Option<&[u8]>,
+    ) -> Result<RecoverResult, CoordError> {
+        let _guard = self.set_lock.lock().await;
+        let result = self.recover_locked(seed, salt, client_spki).await;
+        let digest = client_spki.map(|k| {
+            nunki_ca::seedshare_owner_key_digest(k).unwrap_or_else(|_| hex::encode(sha256(k)))
+        });
+        let (manifest, transition) = match (&result, self.status()) {
+            (Ok(_), Status::Ready(s)) => (Some(s.manifest.hash().to_hex()), Some(s.latest.hash)),
+            _ => (None, None),
+        };
+        self.audit(
+            AuditOperation::Recover,
+            digest,
+            result.as_ref().err(),
+            manifest,
+            transition,
+        )
+        .await;
+        result
+    }
+
+    async fn recover_locked(
+        &self,
+        seed: &[u8],
+        salt: &[u8],
+        client_spki: Option<&[u8]>,
+    ) -> Result<RecoverResult, CoordError> {
+        match self.status() {
+            Status::Recovery { .. } => {}
+            Status::Uninitialized => {
+                return Err(CoordError::FailedPrecondition(
+                    "the Coordinator has no history, so there is nothing to recover: set a manifest with `nunki set`".into(),
+                ));
+            }
+            Status::Ready(_) => {
+                return Err(CoordError::FailedPrecondition(
+                    "the Coordinator is not in recovery mode: it already holds its keys".into(),
+                ));
+            }
+        }
+        let Some(spki) = client_spki else {
+            return Err(CoordError::Unauthenticated(
+                "recovery needs a seed-share owner key as client certificate (--seedshare-owner-key)".into(),
+            ));
+        };
+        let caller = nunki_ca::seedshare_owner_key_digest(spki).map_err(|e| {
+            CoordError::PermissionDenied(format!(
+                "the presented client key is not a seed-share owner key (an RSA key listed in SeedshareOwnerPubKeys): {e}"
+            ))
+        })?;
+        let seed = nunki_ca::Seed::from_bytes(seed)
+            .map_err(|e| CoordError::InvalidArgument(format!("seed: {e}")))?;
+        let salt = nunki_ca::Salt::from_bytes(salt)
+            .map_err(|e| CoordError::InvalidArgument(format!("salt: {e}")))?;
+        let keys = Arc::new(Keys::new(&seed, &salt)?);
+        let latest = self.history.latest().await?.ok_or_else(|| {
+            CoordError::Internal("recovery mode without a latest transition".into())
+        })?;
+        keys.history
+            .verify(
+                nunki_ca::Signed::LatestTransition,
+                latest.hash.as_bytes(),
+                &latest.signature,
+            )
+            .map_err(|e| {
+                CoordError::PermissionDenied(format!(
+                    "the seed and salt do not belong to this deployment's history (transition {}): {e}; nothing was changed",
+                    latest.hash
+                ))
+            })?;
+        let verified = self.history.verify_from(latest.clone()).await?;
+        let parsed = verified.latest_manifest.ok_or_else(|| {
+            CoordError::Internal("a signed latest transition without a manifest".into())
+        })?;
+        let owners: Vec<String> = parsed
+            .manifest()
+            .seedshare_owner_pub_keys
+            .iter()
+            .filter_map(|k| hex::decode(k).ok())
+            .filter_map(|der| nunki_ca::seedshare_owner_key_digest(&der).ok())
+            .collect();
+        if !owners.iter().any(|o| o.eq_ignore_ascii_case(&caller)) {
+            return Err(CoordError::PermissionDenied(format!(
+                "the presented key (SHA-256 of its PKCS#1 public key: {caller}) is not a seed-share owner of manifest {}; listed owners: {}",
+                parsed.hash(),
+                if owners.is_empty() {
+                    "none".to_string()
+                } else {
+                    owners.join(", ")
+                }
+            )));
+        }
+        let mesh_verifier = self.mesh_verifier_for(&parsed)?;
+        let ca = self.new_ca(&keys)?;
+        self.install_keys(keys);
+        let manifest_hash = parsed.hash();
+        self.become_ready(parsed, ca.clone(), latest.clone(), 1, mesh_verifier);
+        tracing::info!(manifest = %manifest_hash, transition = %latest.hash, "recovered");
+        Ok(RecoverResult {
             root_ca: ca.root_pem().to_string(),
             mesh_ca: ca.mesh_ca_pem().to_string(),
         })
     }
 
-    fn root_key(&self) -> Result<Zeroizing<Vec<u8>>, CoordError> {
-        self.seed_engine()?
-            .root_ca_key()
-            .map_err(|e| CoordError::Internal(format!("deriving the root CA key: {e}")))
+    /// Appends an audit record (refusals rate-limited); failures are logged, not returned: the
+    /// operation's own outcome stands.
+    async fn audit(
+        &self,
+        operation: AuditOperation,
+        client_key_digest: Option<String>,
+        error: Option<&CoordError>,
+        manifest: Option<String>,
+        transition: Option<TransitionHash>,
+    ) {
+        let suppressed = {
+            let Ok(mut limit) = self.audit_limit.lock() else {
+                return;
+            };
+            if error.is_some() && !limit.admit() {
+                return;
+            }
+            std::mem::take(&mut limit.suppressed)
+        };
+        let time = time::OffsetDateTime::from((self.clock)())
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let reason = error.map(|e| {
+            let mut r = e.to_string();
+            if r.len() > MAX_AUDIT_REASON {
+                let mut cut = MAX_AUDIT_REASON;
+                while !r.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                r.truncate(cut);
+                r.push('…');
+            }
+            r
+        });
+        let outcome = if error.is_some() {
+            AuditOutcome::Refused
+        } else {
+            AuditOutcome::Accepted
+        };
+        let keys = match self.status() {
+            Status::Ready(_) => self.keys().ok(),
+            _ => None,
+        };
+        let make = |index, previous| AuditRecord {
+            index,
+            previous,
+            time: time.clone(),
+            operation,
+            client_key_digest: client_key_digest.clone(),
+            outcome,
+            reason: reason.clone(),
+            manifest: manifest.clone(),
+            transition: transition.map(|t| t.to_hex()),
+            suppressed_refusals: suppressed,
+        };
+        if let Err(e) = self
+            .history
+            .append_audit(make, keys.as_ref().map(|k| &k.history))
+            .await
+        {
+            tracing::error!(error = %e, "could not append to the audit log");
+        }
     }
 
-    /// The seed engine; the first call creates a fresh seed and salt.
-    fn seed_engine(&self) -> Result<Arc<nunki_ca::SeedEngine>, CoordError> {
-        let mut g = self
-            .seed
-            .lock()
-            .map_err(|_| CoordError::Internal("seed lock poisoned".into()))?;
-        if let Some(e) = g.as_ref() {
-            return Ok(e.clone());
-        }
-        let seed = nunki_ca::Seed::generate().map_err(|e| CoordError::Internal(e.to_string()))?;
-        let salt = nunki_ca::Salt::generate().map_err(|e| CoordError::Internal(e.to_string()))?;
-        let engine = Arc::new(nunki_ca::SeedEngine::new(&seed, &salt));
-        *g = Some(engine.clone());
-        Ok(engine)
+    /// The audit log as stored, with the history public key when this Coordinator holds it.
+    pub async fn audit_log(&self) -> Result<AuditView, CoordError> {
+        let log = self.history.audit_log().await?;
+        let history_public_key = match self.status() {
+            Status::Ready(_) => Some(self.keys()?.history.public_key_der().to_vec()),
+            _ => None,
+        };
+        Ok(AuditView {
+            log,
+            history_public_key,
+        })
     }
 
     /// The whole history, oldest first, with every referenced policy (all re-hashed).
@@ -341,11 +694,13 @@ impl Coordinator {
         let state = self.ready()?;
         let verified = self.history.verify_from(state.latest.clone()).await?;
         Ok(ManifestsView {
+            transition_hashes: verified.entries.iter().map(|e| e.transition_hash).collect(),
             manifests: verified.entries.into_iter().map(|e| e.manifest).collect(),
             policies: verified.policies.into_values().collect(),
             root_ca: state.ca.root_pem().to_string(),
             mesh_ca: state.ca.mesh_ca_pem().to_string(),
-            latest: state.latest.hash,
+            latest: state.latest.clone(),
+            history_public_key: self.keys()?.history.public_key_der().to_vec(),
         })
     }
 
@@ -395,7 +750,8 @@ impl Coordinator {
             None
         } else {
             Some(
-                self.seed_engine()?
+                self.keys()?
+                    .engine
                     .workload_secret(&entry.workload_secret_id)
                     .map_err(|e| {
                         CoordError::Internal(format!("deriving the workload secret: {e}"))
@@ -435,6 +791,27 @@ fn authorize(current: &ParsedManifest, client_spki: Option<&[u8]>) -> Result<(),
     if !allowed.contains(&digest) {
         return Err(CoordError::PermissionDenied(format!(
             "the presented key (SHA-256 of its SubjectPublicKeyInfo: {digest}) is not a workload owner key of the current manifest; allowed: {list}"
+        )));
+    }
+    Ok(())
+}
+
+/// The seed-share owners are fixed for the life of a deployment: the seed was encrypted to them
+/// once, and a new owner could not get a share without a new seed.
+fn same_seedshare_owners(current: &ParsedManifest, new: &ParsedManifest) -> Result<(), CoordError> {
+    let norm = |m: &ParsedManifest| -> BTreeSet<String> {
+        m.manifest()
+            .seedshare_owner_pub_keys
+            .iter()
+            .map(|k| k.to_ascii_lowercase())
+            .collect()
+    };
+    let (old, new) = (norm(current), norm(new));
+    if old != new {
+        let added = new.difference(&old).count();
+        let removed = old.difference(&new).count();
+        return Err(CoordError::InvalidArgument(format!(
+            "SeedshareOwnerPubKeys cannot change in an update ({added} added, {removed} removed): the seed shares were made for the owners of the first manifest; keep the list as it is"
         )));
     }
     Ok(())

@@ -7,177 +7,19 @@
     clippy::panic
 )]
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::sync::Arc;
 
-use aws_lc_rs::digest;
-use nunki_api::meshapi::NewMeshCertRequest;
-use nunki_api::meshapi::mesh_api_client::MeshApiClient;
+use nunki_api::userapi::GetManifestsRequest;
 use nunki_api::userapi::user_api_client::UserApiClient;
-use nunki_api::userapi::{GetManifestsRequest, SetManifestRequest};
 use nunki_atls::cert::AttestingKey;
-use nunki_atls::grpc::{AtlsChannel, ConnectError, Target, connect};
-use nunki_atls::verify::system_clock;
-use nunki_atls::{
-    ClientIdentity, HostDataRule, Issuer, ReferenceVerifier, ServerVerification, SimIssuer,
-};
-use nunki_attestation::sim::SimPlatform;
-use nunki_coordinator::run::{Options, Running, StoreChoice, start};
-use nunki_manifest::{
-    HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role, Sha256Fingerprint,
-    SnpProduct, transition_chain,
-};
+use nunki_atls::grpc::ConnectError;
+use nunki_atls::{Issuer, SimIssuer};
+use nunki_coordinator::run::StoreChoice;
+use nunki_manifest::{HostData, transition_chain};
 
-fn sim() -> Arc<SimPlatform> {
-    static P: OnceLock<Arc<SimPlatform>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(SimPlatform::generate(SnpProduct::Genoa, SystemTime::now()).unwrap()))
-        .clone()
-}
-
-fn sha256(b: &[u8]) -> [u8; 32] {
-    digest::digest(&digest::SHA256, b)
-        .as_ref()
-        .try_into()
-        .unwrap()
-}
-
-struct Deployment {
-    coordinator_policy: Vec<u8>,
-    web_policy: Vec<u8>,
-    manifest: Vec<u8>,
-}
-
-impl Deployment {
-    fn new(owner: Arc<AttestingKey>, extra_san: &str) -> Self {
-        let coordinator_policy = b"package agent_policy\n# coordinator\n".to_vec();
-        let web_policy = format!("package agent_policy\n# web {extra_san}\n").into_bytes();
-        let mut policies = BTreeMap::new();
-        policies.insert(
-            PolicyHash(sha256(&coordinator_policy)),
-            PolicyEntry {
-                sans: vec!["coordinator".into()],
-                workload_secret_id: String::new(),
-                role: Role::Coordinator,
-            },
-        );
-        policies.insert(
-            PolicyHash(sha256(&web_policy)),
-            PolicyEntry {
-                sans: vec![
-                    "web".into(),
-                    "*".into(),
-                    "127.0.0.1".into(),
-                    extra_san.into(),
-                ],
-                workload_secret_id: "apps/v1/Deployment/default/web".into(),
-                role: Role::None,
-            },
-        );
-        let m = Manifest {
-            policies,
-            reference_values: ReferenceValues {
-                snp: vec![],
-                tdx: vec![],
-                simulated: vec![sim().reference_values()],
-            },
-            workload_owner_key_digests: vec![Sha256Fingerprint(sha256(&owner.spki_der()))],
-            seedshare_owner_pub_keys: vec![],
-        };
-        Self {
-            coordinator_policy,
-            web_policy,
-            manifest: m.to_json_bytes(),
-        }
-    }
-
-    fn coordinator_host_data(&self) -> HostData {
-        HostData(sha256(&self.coordinator_policy))
-    }
-
-    fn web_host_data(&self) -> HostData {
-        HostData(sha256(&self.web_policy))
-    }
-
-    fn request(&self, previous: Option<[u8; 32]>) -> SetManifestRequest {
-        SetManifestRequest {
-            manifest: self.manifest.clone(),
-            policies: vec![self.coordinator_policy.clone(), self.web_policy.clone()],
-            previous_transition: previous.map(|p| p.to_vec()).unwrap_or_default(),
-        }
-    }
-}
-
-async fn coordinator(store: StoreChoice, host: HostData) -> Result<Running, String> {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    start(Options {
-        issuer: Arc::new(SimIssuer::new(sim(), host)),
-        store,
-        user_api: any,
-        mesh_api: any,
-        metrics: any,
-        clock: system_clock(),
-    })
-    .await
-}
-
-async fn user_channel(
-    addr: SocketAddr,
-    host: HostData,
-    key: Option<Arc<AttestingKey>>,
-) -> Result<AtlsChannel, ConnectError> {
-    let verifier = Arc::new(
-        ReferenceVerifier::new(
-            &[],
-            &[sim().reference_values()],
-            HostDataRule::OneOf(vec![host]),
-            system_clock(),
-        )
-        .unwrap(),
-    );
-    let identity = key.map_or(ClientIdentity::None, ClientIdentity::Key);
-    connect(&Target::new(
-        addr.to_string(),
-        ServerVerification::Verify(verifier),
-        identity,
-    ))
-    .await
-}
-
-async fn pod(
-    addr: SocketAddr,
-    issuer: Arc<dyn Issuer>,
-) -> Result<(Arc<AttestingKey>, nunki_api::meshapi::NewMeshCertResponse), String> {
-    let key = Arc::new(AttestingKey::generate().unwrap());
-    let ch = connect(&Target::new(
-        addr.to_string(),
-        ServerVerification::None,
-        ClientIdentity::Attested {
-            key: key.clone(),
-            issuer,
-        },
-    ))
-    .await
-    .map_err(|e| e.to_string())?;
-    let resp = MeshApiClient::new(ch.channel())
-        .new_mesh_cert(NewMeshCertRequest {})
-        .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
-    Ok((key, resp.into_inner()))
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, out)
-}
+mod common;
+use common::*;
 
 fn pem_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     nunki_attestation::snp::certs::pem_or_der_certs(pem)

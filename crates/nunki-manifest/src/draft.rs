@@ -154,11 +154,14 @@ pub fn snp_template(product: SnpProduct) -> Value {
 }
 
 /// Builds the new manifest bytes from the old ones (if any) and the generated workloads.
+/// `seedshare_owners` (hex of PKCS#1 RSA public keys) are added to `SeedshareOwnerPubKeys`
+/// unless already listed.
 pub fn update(
     existing: Option<&[u8]>,
     workloads: &[GeneratedWorkload],
     reference: &ReferenceChoice,
     owner_keys: &OwnerKeys,
+    seedshare_owners: &[String],
 ) -> Result<(Vec<u8>, DraftReport), DraftError> {
     let old = match existing {
         Some(bytes) => {
@@ -285,11 +288,19 @@ pub fn update(
     };
     digests.sort();
     digests.dedup();
-    let seedshare: Vec<Value> = old
+    let mut seedshare: Vec<Value> = old
         .get("SeedshareOwnerPubKeys")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    for key in seedshare_owners {
+        let listed = seedshare
+            .iter()
+            .any(|v| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(key)));
+        if !listed {
+            seedshare.push(Value::String(key.to_ascii_lowercase()));
+        }
+    }
 
     let out = Out {
         policies: &policies,
@@ -348,11 +359,12 @@ mod tests {
             workload(2, "web", Role::None),
         ];
         let keys = OwnerKeys::Add(vec![Sha256Fingerprint::from([7; 32])]);
-        let (bytes, report) = update(None, &ws, &sim(), &keys).unwrap();
+        let (bytes, report) = update(None, &ws, &sim(), &keys, &[]).unwrap();
         assert_eq!(report.added.len(), 2);
         let parsed = ParsedManifest::parse(&bytes).unwrap();
         assert_eq!(parsed.policy(&hash(2)).unwrap().sans, ["web", "*"]);
-        let (again, report) = update(Some(&bytes), &ws, &ReferenceChoice::Keep, &keys).unwrap();
+        let (again, report) =
+            update(Some(&bytes), &ws, &ReferenceChoice::Keep, &keys, &[]).unwrap();
         assert_eq!(again, bytes);
         assert_eq!(report.kept.len(), 2);
     }
@@ -364,7 +376,7 @@ mod tests {
             workload(2, "web", Role::None),
             workload(3, "old", Role::None),
         ];
-        let (bytes, _) = update(None, &ws, &sim(), &OwnerKeys::Disabled).unwrap();
+        let (bytes, _) = update(None, &ws, &sim(), &OwnerKeys::Disabled, &[]).unwrap();
         let mut v: Value = serde_json::from_slice(&bytes).unwrap();
         v["Policies"][hash(2).to_string()]["SANs"] = serde_json::json!(["web.example.com"]);
         let edited = serde_json::to_vec(&v).unwrap();
@@ -378,6 +390,7 @@ mod tests {
             &ws2,
             &ReferenceChoice::Keep,
             &OwnerKeys::Disabled,
+            &[],
         )
         .unwrap();
         let parsed = ParsedManifest::parse(&bytes2).unwrap();
@@ -396,6 +409,7 @@ mod tests {
             &ws,
             &ReferenceChoice::Snp(SnpProduct::Turin),
             &OwnerKeys::Disabled,
+            &[],
         )
         .unwrap();
         assert_eq!(report.placeholders.len(), 6, "{report:?}");
@@ -413,17 +427,57 @@ mod tests {
     fn duplicate_policies_and_missing_reference_values_are_errors() {
         let ws = [workload(1, "a", Role::None), workload(1, "b", Role::None)];
         assert!(matches!(
-            update(None, &ws, &sim(), &OwnerKeys::Disabled),
+            update(None, &ws, &sim(), &OwnerKeys::Disabled, &[]),
             Err(DraftError::DuplicatePolicy { .. })
         ));
         let ws = [workload(1, "a", Role::Coordinator)];
         assert_eq!(
-            update(None, &ws, &ReferenceChoice::Keep, &OwnerKeys::Disabled),
+            update(None, &ws, &ReferenceChoice::Keep, &OwnerKeys::Disabled, &[]),
             Err(DraftError::NoReferenceValues)
         );
         assert!(matches!(
-            update(Some(b"[1]"), &ws, &sim(), &OwnerKeys::Disabled),
+            update(Some(b"[1]"), &ws, &sim(), &OwnerKeys::Disabled, &[]),
             Err(DraftError::Existing(_))
         ));
+    }
+
+    #[test]
+    fn seedshare_owners_are_added_once_and_kept() {
+        let ws = [workload(1, "coordinator", Role::Coordinator)];
+        let (bytes, _) = update(
+            None,
+            &ws,
+            &sim(),
+            &OwnerKeys::Disabled,
+            &["AABB".to_string()],
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["SeedshareOwnerPubKeys"], serde_json::json!(["aabb"]));
+        // Again with the same key and a second one: listed once each, old order kept.
+        let (bytes, _) = update(
+            Some(&bytes),
+            &ws,
+            &ReferenceChoice::Keep,
+            &OwnerKeys::Disabled,
+            &["aabb".to_string(), "ccdd".to_string()],
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v["SeedshareOwnerPubKeys"],
+            serde_json::json!(["aabb", "ccdd"])
+        );
+        // Without new keys the list stays.
+        let (bytes, _) = update(
+            Some(&bytes),
+            &ws,
+            &ReferenceChoice::Keep,
+            &OwnerKeys::Disabled,
+            &[],
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["SeedshareOwnerPubKeys"].as_array().unwrap().len(), 2);
     }
 }

@@ -4,6 +4,7 @@
 //! This crate does no I/O. Everything that is hashed or signed elsewhere is represented here with
 //! fixed-size newtypes so that a wrong length is a parse error, not a runtime surprise.
 
+pub mod audit;
 pub mod digest;
 pub mod draft;
 pub mod history;
@@ -13,6 +14,9 @@ pub mod reference_values;
 pub mod san;
 mod strict;
 
+pub use audit::{
+    AUDIT_GENESIS, AuditError, AuditOperation, AuditOutcome, AuditRecord, check_audit_chain,
+};
 pub use digest::{
     ChipId, DigestParseError, HostData, IdKeyDigest, ManifestHash, Measurement, PolicyHash,
     ReportData, Sha256Fingerprint, TransitionHash, sha256,

@@ -1,0 +1,207 @@
+//! Set-up shared by the Coordinator's integration tests: the simulated platform, a deployment
+//! (manifest + policies), an in-process Coordinator on loopback, user and pod connections.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use aws_lc_rs::digest;
+use nunki_api::meshapi::NewMeshCertRequest;
+use nunki_api::meshapi::mesh_api_client::MeshApiClient;
+use nunki_api::userapi::SetManifestRequest;
+use nunki_atls::cert::AttestingKey;
+use nunki_atls::grpc::{AtlsChannel, ConnectError, Target, connect};
+use nunki_atls::verify::system_clock;
+use nunki_atls::{
+    ClientIdentity, HostDataRule, Issuer, ReferenceVerifier, ServerVerification, SimIssuer,
+};
+use nunki_attestation::sim::SimPlatform;
+use nunki_coordinator::run::{Options, Running, StoreChoice, start};
+use nunki_manifest::{
+    HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role, Sha256Fingerprint,
+    SnpProduct,
+};
+
+pub fn sim() -> Arc<SimPlatform> {
+    static P: OnceLock<Arc<SimPlatform>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(SimPlatform::generate(SnpProduct::Genoa, SystemTime::now()).unwrap()))
+        .clone()
+}
+
+pub fn sha256(b: &[u8]) -> [u8; 32] {
+    digest::digest(&digest::SHA256, b)
+        .as_ref()
+        .try_into()
+        .unwrap()
+}
+
+pub struct Deployment {
+    pub coordinator_policy: Vec<u8>,
+    pub web_policy: Vec<u8>,
+    pub manifest: Vec<u8>,
+}
+
+impl Deployment {
+    pub fn new(owner: Arc<AttestingKey>, extra_san: &str) -> Self {
+        Self::build(
+            vec![Sha256Fingerprint(sha256(&owner.spki_der()))],
+            vec![],
+            extra_san,
+        )
+    }
+
+    /// A deployment with these workload owner digests and seed-share owner keys (hex PKCS#1).
+    pub fn build(
+        owner_digests: Vec<Sha256Fingerprint>,
+        seedshare_owner_pub_keys: Vec<String>,
+        extra_san: &str,
+    ) -> Self {
+        Self::build_for(
+            sim().reference_values(),
+            owner_digests,
+            seedshare_owner_pub_keys,
+            extra_san,
+        )
+    }
+
+    /// Like [`Deployment::build`] for another simulated platform.
+    pub fn build_for(
+        rv: nunki_manifest::SimulatedReferenceValues,
+        owner_digests: Vec<Sha256Fingerprint>,
+        seedshare_owner_pub_keys: Vec<String>,
+        extra_san: &str,
+    ) -> Self {
+        let coordinator_policy = b"package agent_policy\n# coordinator\n".to_vec();
+        let web_policy = format!("package agent_policy\n# web {extra_san}\n").into_bytes();
+        let mut policies = BTreeMap::new();
+        policies.insert(
+            PolicyHash(sha256(&coordinator_policy)),
+            PolicyEntry {
+                sans: vec!["coordinator".into()],
+                workload_secret_id: String::new(),
+                role: Role::Coordinator,
+            },
+        );
+        policies.insert(
+            PolicyHash(sha256(&web_policy)),
+            PolicyEntry {
+                sans: vec![
+                    "web".into(),
+                    "*".into(),
+                    "127.0.0.1".into(),
+                    extra_san.into(),
+                ],
+                workload_secret_id: "apps/v1/Deployment/default/web".into(),
+                role: Role::None,
+            },
+        );
+        let m = Manifest {
+            policies,
+            reference_values: ReferenceValues {
+                snp: vec![],
+                tdx: vec![],
+                simulated: vec![rv],
+            },
+            workload_owner_key_digests: owner_digests,
+            seedshare_owner_pub_keys,
+        };
+        Self {
+            coordinator_policy,
+            web_policy,
+            manifest: m.to_json_bytes(),
+        }
+    }
+
+    pub fn coordinator_host_data(&self) -> HostData {
+        HostData(sha256(&self.coordinator_policy))
+    }
+
+    pub fn web_host_data(&self) -> HostData {
+        HostData(sha256(&self.web_policy))
+    }
+
+    pub fn request(&self, previous: Option<[u8; 32]>) -> SetManifestRequest {
+        SetManifestRequest {
+            manifest: self.manifest.clone(),
+            policies: vec![self.coordinator_policy.clone(), self.web_policy.clone()],
+            previous_transition: previous.map(|p| p.to_vec()).unwrap_or_default(),
+        }
+    }
+}
+
+pub async fn coordinator(store: StoreChoice, host: HostData) -> Result<Running, String> {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    start(Options {
+        issuer: Arc::new(SimIssuer::new(sim(), host)),
+        store,
+        user_api: any,
+        mesh_api: any,
+        metrics: any,
+        clock: system_clock(),
+    })
+    .await
+}
+
+pub async fn user_channel(
+    addr: SocketAddr,
+    host: HostData,
+    key: Option<Arc<AttestingKey>>,
+) -> Result<AtlsChannel, ConnectError> {
+    user_channel_for(addr, host, key, sim().reference_values()).await
+}
+
+/// Like [`user_channel`] for a Coordinator on another simulated platform.
+pub async fn user_channel_for(
+    addr: SocketAddr,
+    host: HostData,
+    key: Option<Arc<AttestingKey>>,
+    rv: nunki_manifest::SimulatedReferenceValues,
+) -> Result<AtlsChannel, ConnectError> {
+    let verifier = Arc::new(
+        ReferenceVerifier::new(&[], &[rv], HostDataRule::OneOf(vec![host]), system_clock())
+            .unwrap(),
+    );
+    let identity = key.map_or(ClientIdentity::None, ClientIdentity::Key);
+    connect(&Target::new(
+        addr.to_string(),
+        ServerVerification::Verify(verifier),
+        identity,
+    ))
+    .await
+}
+
+pub async fn pod(
+    addr: SocketAddr,
+    issuer: Arc<dyn Issuer>,
+) -> Result<(Arc<AttestingKey>, nunki_api::meshapi::NewMeshCertResponse), String> {
+    let key = Arc::new(AttestingKey::generate().unwrap());
+    let ch = connect(&Target::new(
+        addr.to_string(),
+        ServerVerification::None,
+        ClientIdentity::Attested {
+            key: key.clone(),
+            issuer,
+        },
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    let resp = MeshApiClient::new(ch.channel())
+        .new_mesh_cert(NewMeshCertRequest {})
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+    Ok((key, resp.into_inner()))
+}
+
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, out)
+}
