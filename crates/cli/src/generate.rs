@@ -303,6 +303,11 @@ pub fn generate(a: &GenerateArgs) -> Result<Generated> {
             .set_policy_annotation(w, doc.annotation_key, doc.annotation_value.clone())
             .map_err(anyhow::Error::msg)?;
     }
+    // Every resource as it will be written, through the typed Kubernetes structs: a field that
+    // does not survive is a typo or a wrong type that Kubernetes would drop or refuse.
+    for d in resources.typed_round_trip() {
+        eprintln!("warning: {d}");
+    }
     if existing.as_deref() != Some(manifest_bytes.as_slice()) {
         crate::files::write_atomic(&a.manifest, &manifest_bytes)?;
         written.push(a.manifest.clone());

@@ -47,6 +47,7 @@ mod resources;
 mod rewrite;
 pub mod store;
 mod typed;
+mod validate;
 mod workload;
 mod write;
 

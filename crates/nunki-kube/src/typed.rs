@@ -75,12 +75,42 @@ pub(crate) fn convert_pod_spec(
     node: &Node,
     prefix: &str,
 ) -> Result<(PodSpec, Vec<Finding>), Finding> {
+    let (spec, diffs, suggestions) = convert::<PodSpec>(node, prefix, "the pod spec")?;
+    let findings = diffs
+        .into_iter()
+        .map(|d| classify(d, prefix, &suggestions))
+        .collect();
+    Ok((spec, findings))
+}
+
+/// What [`convert`] returns: the typed object, the differences, and the closest known field
+/// name of each unknown key (by path).
+pub(crate) type Converted<T> = (T, Vec<Diff>, HashMap<String, String>);
+
+/// Reads `node` (at YAML path `prefix`) as the typed object `T`, re-serialises it and returns
+/// what did not survive: every differing path (dropped, changed or coerced) and the closest
+/// known field name of each unknown key. `what` names the object in messages.
+pub(crate) fn convert<T: serde::de::DeserializeOwned + serde::Serialize>(
+    node: &Node,
+    prefix: &str,
+    what: &str,
+) -> Result<Converted<T>, Finding> {
     let ctx = Ctx::default();
-    let spec = deserialize_pod_spec(node, prefix, &ctx)?;
-    let typed = serde_json::to_value(&spec).map_err(|e| Finding {
+    let root = Seg::Root(prefix);
+    let value = T::deserialize(De {
+        node,
+        path: &root,
+        ctx: &ctx,
+    })
+    .map_err(|e| Finding {
+        severity: Severity::Error,
+        path: e.path.unwrap_or_else(|| prefix.to_owned()),
+        message: e.msg,
+    })?;
+    let typed = serde_json::to_value(&value).map_err(|e| Finding {
         severity: Severity::Error,
         path: prefix.to_owned(),
-        message: format!("cannot re-serialise the pod spec: {e}"),
+        message: format!("cannot re-serialise {what}: {e}"),
     })?;
     let suggestions = ctx.suggestions.into_inner();
     let coerced = ctx.coerced.into_inner();
@@ -92,11 +122,7 @@ pub(crate) fn convert_pod_spec(
         &coerced,
         &mut diffs,
     );
-    let findings = diffs
-        .into_iter()
-        .map(|d| classify(d, prefix, &suggestions))
-        .collect();
-    Ok((spec, findings))
+    Ok((value, diffs, suggestions))
 }
 
 /// Only the typed spec, without looking for dropped fields: for trees already checked by
@@ -119,16 +145,16 @@ fn deserialize_pod_spec(node: &Node, prefix: &str, ctx: &Ctx) -> Result<PodSpec,
     })
 }
 
-/// A difference between the original tree and the re-serialised typed spec.
+/// A difference between the original tree and the re-serialised typed object.
 #[derive(Debug)]
-struct Diff {
-    path: String,
-    kind: DiffKind,
-    detail: String,
+pub(crate) struct Diff {
+    pub path: String,
+    pub kind: DiffKind,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DiffKind {
+pub(crate) enum DiffKind {
     /// A mapping key the typed struct does not have.
     Dropped,
     /// A value that came back different.
@@ -267,7 +293,7 @@ fn diff(
             path: path.0.clone(),
             kind: DiffKind::Changed,
             detail: format!(
-                "the value changed when read as a Kubernetes pod spec (was {}, became {})",
+                "the value changed when read as the typed Kubernetes object (was {}, became {})",
                 orig.type_name(),
                 json_type_name(typed)
             ),

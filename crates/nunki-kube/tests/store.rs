@@ -331,7 +331,18 @@ async fn tampered_objects_are_reported_not_believed() {
     let e = k.store.get(&latest).await.unwrap_err();
     assert!(e.to_string().contains("exactly one binaryData key"), "{e}");
 
-    // set repairs the entry (as the directory store overwrites a broken file).
+    // set repairs the entry (as the directory store overwrites a broken file), even with a
+    // value that looks like what the broken entry seems to hold.
+    let mut emptied = original.clone();
+    emptied["metadata"]["annotations"] = json!({});
+    emptied.as_object_mut().unwrap().remove("binaryData");
+    k.server.put_object(NS, emptied);
+    assert!(k.store.get(&latest).await.is_err());
+    k.store.set(&latest, b"").await.unwrap();
+    assert_eq!(
+        k.store.get(&latest).await.unwrap().as_deref(),
+        Some(&b""[..])
+    );
     k.store.set(&latest, b"genuine").await.unwrap();
     assert_eq!(
         k.store.get(&latest).await.unwrap().as_deref(),

@@ -422,21 +422,21 @@ impl Store for KubeStore {
     async fn set(&self, key: &StoreKey, value: &[u8]) -> Result<(), StoreError> {
         let cm = self.prepare(key, value).await?;
         for _ in 0..SET_ATTEMPTS {
+            // (resourceVersion, value) of the entry; a value of None: unreadable.
             let current = match self.read(key).await {
-                Ok(c) => c,
+                Ok(c) => c.map(|e| (e.resource_version, Some(e.value))),
                 // A broken entry is overwritten, as the directory store overwrites a file.
                 Err(StoreError::Corrupt { .. }) => {
                     let name = entry_name(key);
-                    self.get_object(&name, key).await?.map(|cm| Entry {
-                        resource_version: cm.metadata.resource_version,
-                        value: Vec::new(),
-                    })
+                    self.get_object(&name, key)
+                        .await?
+                        .map(|cm| (cm.metadata.resource_version, None))
                 }
                 Err(e) => return Err(e),
             };
             let rv = match current {
-                Some(e) if e.value == value && e.resource_version.is_some() => return Ok(()),
-                Some(e) => e.resource_version,
+                Some((Some(_), Some(v))) if v == value => return Ok(()),
+                Some((rv, _)) => rv,
                 None => None,
             };
             if self.write_entry(key, cm.clone(), rv).await? {
