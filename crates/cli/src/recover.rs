@@ -51,6 +51,10 @@ pub struct RecoverArgs {
     /// How long to wait for the Coordinator to become reachable.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub timeout: u64,
+    /// Recover with the seed share even if a ready peer replica could give this Coordinator
+    /// the seed (by default the Coordinator then takes it from the peer and refuses).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs `nunki recover`.
@@ -202,6 +206,7 @@ fn recover(a: &RecoverArgs) -> Outcome<()> {
         let req = RecoverRequest {
             seed: seed.as_bytes().to_vec(),
             salt: salt.as_bytes().to_vec(),
+            force: a.force,
         };
         let resp = UserApiClient::new(ch.channel())
             .recover(req)

@@ -141,6 +141,7 @@ async fn set_pod_certificate_verify_with_real_binaries() {
         mesh_api: any,
         metrics: any,
         clock: system_clock(),
+        peers: Vec::new(),
     })
     .await
     .unwrap();
@@ -255,6 +256,7 @@ async fn set_pod_certificate_verify_with_real_binaries() {
         mesh_api: any,
         metrics: any,
         clock: system_clock(),
+        peers: Vec::new(),
     })
     .await
     .unwrap();
@@ -335,6 +337,7 @@ async fn set_restart_recover_verify_log_with_real_binary() {
         mesh_api: any,
         metrics: any,
         clock: system_clock(),
+        peers: Vec::new(),
     };
 
     let c = start(options()).await.unwrap();

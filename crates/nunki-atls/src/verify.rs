@@ -90,6 +90,9 @@ pub enum AtlsError {
 
 /// The verified evidence of a peer.
 #[derive(Debug, Clone)]
+// One value per connection, moved rarely: boxing the common SNP case would only add an
+// allocation per handshake.
+#[allow(clippy::large_enum_variant)]
 pub enum PeerReport {
     /// An SEV-SNP (or simulated) report.
     Snp(VerifiedReport),

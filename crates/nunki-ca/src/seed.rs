@@ -45,6 +45,9 @@ pub const HISTORY_SIGNING_KEY_LABEL: &[u8] = b"nunki/seed/v1/history-signing-key
 /// HKDF `info` prefix for workload secrets (followed by the big-endian `u32` length of the ID and
 /// the ID's UTF-8 bytes).
 pub const WORKLOAD_SECRET_LABEL: &[u8] = b"nunki/seed/v1/workload-secret";
+/// HKDF label of the key that wraps the mesh CA key in the shared store (so that every
+/// Coordinator replica serves the same mesh CA).
+pub const MESH_CA_WRAP_KEY_LABEL: &[u8] = b"nunki/seed/v1/mesh-ca-wrap-key";
 
 /// Length of a P-384 scalar in bytes.
 const P384_SCALAR_LEN: usize = 48;
@@ -246,6 +249,17 @@ impl SeedEngine {
             out.as_mut(),
             what,
         )?;
+        Ok(out)
+    }
+
+    /// The 32-byte AES-256-GCM key that wraps the mesh CA key in the store:
+    /// `HKDF-Expand(PRK, MESH_CA_WRAP_KEY_LABEL, 32)`.
+    ///
+    /// # Errors
+    /// [`SeedError::Hkdf`] if HKDF fails (not expected).
+    pub fn mesh_ca_wrap_key(&self) -> Result<Zeroizing<[u8; 32]>, SeedError> {
+        let mut out = Zeroizing::new([0u8; 32]);
+        self.expand(&[MESH_CA_WRAP_KEY_LABEL], out.as_mut(), "mesh CA wrap key")?;
         Ok(out)
     }
 

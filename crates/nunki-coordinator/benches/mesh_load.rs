@@ -271,6 +271,7 @@ fn main() {
             mesh_api: any,
             metrics: any,
             clock: system_clock(),
+            peers: Vec::new(),
         })
         .await
         .unwrap();

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use nunki_api::meshapi::mesh_api_server::MeshApi as MeshApiTrait;
-use nunki_api::meshapi::{NewMeshCertRequest, NewMeshCertResponse};
+use nunki_api::meshapi::{
+    GetSeedRequest, GetSeedResponse, NewMeshCertRequest, NewMeshCertResponse,
+};
 use nunki_api::userapi::user_api_server::UserApi as UserApiTrait;
 use nunki_api::userapi::{
     GetAuditLogRequest, GetAuditLogResponse, GetManifestsRequest, GetManifestsResponse,
@@ -111,7 +113,11 @@ impl UserApiTrait for UserApi {
         // The request holds the seed: wipe our copy when done.
         let seed = zeroize::Zeroizing::new(r.seed);
         let salt = r.salt;
-        match self.coord.recover(&seed, &salt, spki.as_deref()).await {
+        match self
+            .coord
+            .recover(&seed, &salt, spki.as_deref(), r.force)
+            .await
+        {
             Ok(ok) => Ok(Response::new(RecoverResponse {
                 root_ca: ok.root_ca.into_bytes(),
                 mesh_ca: ok.mesh_ca.into_bytes(),
@@ -176,6 +182,28 @@ impl MeshApiTrait for MeshApi {
                 .as_deref()
                 .map(|s| s.to_vec())
                 .unwrap_or_default(),
+        }))
+    }
+
+    async fn get_seed(
+        &self,
+        req: Request<GetSeedRequest>,
+    ) -> Result<Response<GetSeedResponse>, Status> {
+        let info = req
+            .extensions()
+            .get::<ConnInfo>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no attested peer on this connection"))?;
+        let peer = info
+            .peer
+            .ok_or_else(|| Status::unauthenticated("no attested peer on this connection"))?;
+        let (seed, salt) = self
+            .coord
+            .seed_for_peer(&peer, info.generation)
+            .map_err(status)?;
+        Ok(Response::new(GetSeedResponse {
+            seed: seed.as_bytes().to_vec(),
+            salt: salt.as_bytes().to_vec(),
         }))
     }
 }

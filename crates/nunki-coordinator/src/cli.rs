@@ -52,6 +52,17 @@ struct Args {
     /// own, from its service-account namespace file).
     #[arg(long, env = "NUNKI_STORE_NAMESPACE", value_name = "NAMESPACE")]
     store_namespace: Option<String>,
+    /// Mesh API addresses (HOST:PORT, comma-separated) of the other replicas sharing the
+    /// store, e.g. a headless Service `coordinator-peers:7777` that resolves to every replica.
+    /// A replica without the seed (restarted) gets it from a ready peer over mutual aTLS, so
+    /// `nunki recover` is only needed when no replica is left.
+    #[arg(
+        long,
+        env = "NUNKI_PEERS",
+        value_name = "HOST:PORT,...",
+        value_delimiter = ','
+    )]
+    peers: Vec<String>,
     /// With --store dir: directory for the manifest history.
     #[arg(
         long,
@@ -161,6 +172,7 @@ async fn run(args: Args) -> Result<()> {
         mesh_api: args.mesh_api,
         metrics: args.metrics,
         clock: nunki_atls::verify::system_clock(),
+        peers: args.peers.clone(),
     })
     .await
     .map_err(anyhow::Error::msg)?;

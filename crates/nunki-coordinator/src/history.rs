@@ -400,6 +400,85 @@ impl History {
 
 use nunki_manifest::sha256;
 
+/// Directory of wrapped mesh CA keys, one per transition (`mesh-ca/<transition hex>`).
+pub const MESH_CA: &str = "mesh-ca";
+const MESH_KEY_AAD: &[u8] = b"nunki/mesh-ca-key/v1";
+const GCM_NONCE_LEN: usize = 12;
+
+impl History {
+    /// Stores the mesh CA key of `transition`, AES-256-GCM-wrapped with `wrap_key` (derived
+    /// from the seed), so every replica that holds the seed serves the same mesh CA. Replaces an
+    /// earlier key of the same transition (a recovery makes a new mesh CA).
+    pub async fn set_mesh_key(
+        &self,
+        transition: &TransitionHash,
+        wrap_key: &[u8; 32],
+        pkcs8: &[u8],
+    ) -> Result<(), HistoryError> {
+        use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+        use aws_lc_rs::rand::SecureRandom as _;
+        let key = StoreKey::new(MESH_CA, &transition.to_hex())?;
+        let fail = |reason: &str| HistoryError::Corrupt {
+            location: self.location(&key),
+            reason: reason.to_string(),
+        };
+        let mut nonce = [0u8; GCM_NONCE_LEN];
+        aws_lc_rs::rand::SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| fail("no randomness for the nonce"))?;
+        let sealing = LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, wrap_key).map_err(|_| fail("bad wrap key"))?,
+        );
+        let mut data = zeroize::Zeroizing::new(pkcs8.to_vec());
+        let aad = [MESH_KEY_AAD, transition.as_bytes()].concat();
+        sealing
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut *data,
+            )
+            .map_err(|_| fail("sealing the mesh CA key failed"))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        self.store.set(&key, &out).await?;
+        Ok(())
+    }
+
+    /// The mesh CA key of `transition`, unwrapped; None if none was stored. A value that does
+    /// not decrypt with `wrap_key` is an error naming its location.
+    pub async fn mesh_key(
+        &self,
+        transition: &TransitionHash,
+        wrap_key: &[u8; 32],
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, HistoryError> {
+        use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+        let key = StoreKey::new(MESH_CA, &transition.to_hex())?;
+        let Some(bytes) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
+        let fail = |reason: &str| HistoryError::Corrupt {
+            location: self.location(&key),
+            reason: reason.to_string(),
+        };
+        let (nonce, sealed) = bytes
+            .split_at_checked(GCM_NONCE_LEN)
+            .ok_or_else(|| fail("too short for a wrapped key"))?;
+        let nonce: [u8; GCM_NONCE_LEN] = nonce.try_into().map_err(|_| fail("bad nonce"))?;
+        let opening = LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, wrap_key).map_err(|_| fail("bad wrap key"))?,
+        );
+        let mut data = zeroize::Zeroizing::new(sealed.to_vec());
+        let aad = [MESH_KEY_AAD, transition.as_bytes()].concat();
+        let plain = opening
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut data)
+            .map_err(|_| {
+                fail("the wrapped mesh CA key does not decrypt with this deployment's seed (altered?)")
+            })?
+            .to_vec();
+        Ok(Some(zeroize::Zeroizing::new(plain)))
+    }
+}
+
 /// Directory of audit records, stored under the SHA-256 of their bytes, plus [`AUDIT_HEAD`].
 pub const AUDIT: &str = "audit";
 /// Name of the pointer to the newest audit record, in [`AUDIT`].

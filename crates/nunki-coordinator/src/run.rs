@@ -41,6 +41,9 @@ pub struct Options {
     pub metrics: SocketAddr,
     /// Clock.
     pub clock: Clock,
+    /// Mesh API addresses (`HOST:PORT`) of peer replicas sharing the store, asked for the seed
+    /// in recovery mode. Empty: a single Coordinator (recovered only with `nunki recover`).
+    pub peers: Vec<String>,
 }
 
 impl std::fmt::Debug for Options {
@@ -123,10 +126,17 @@ pub async fn start(opts: Options) -> Result<Running, String> {
     };
     let metrics = Arc::new(Metrics::default());
     let coord = Arc::new(
-        Coordinator::open(History::new(store), opts.clock.clone(), metrics)
+        Coordinator::open(History::new(store.clone()), opts.clock.clone(), metrics)
             .await
             .map_err(|e| e.to_string())?,
     );
+    if !opts.peers.is_empty() {
+        coord.set_seed_source(Arc::new(crate::ha::PeerSeeds::new(
+            opts.issuer.clone(),
+            opts.peers.clone(),
+            opts.clock.clone(),
+        )));
+    }
     let resolver = Arc::new(
         AttestingCertResolver::new(opts.issuer.clone(), opts.clock.clone())
             .map_err(|e| e.to_string())?,
@@ -153,6 +163,11 @@ pub async fn start(opts: Options) -> Result<Running, String> {
         resolver,
         stopper(rx.clone()),
     )));
+    let follower = crate::ha::follow(coord.clone(), store, stopper(rx.clone()));
+    tasks.push(tokio::spawn(async move {
+        follower.await;
+        Ok(())
+    }));
     let router = crate::metrics::router(coord.clone());
     let stop = stopper(rx);
     tasks.push(tokio::spawn(async move {

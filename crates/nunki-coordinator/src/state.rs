@@ -153,11 +153,30 @@ pub struct Coordinator {
     /// recovery mode until a seed-share owner recovers it.
     keys: std::sync::Mutex<Option<Arc<Keys>>>,
     audit_limit: std::sync::Mutex<RefusalLimiter>,
+    seed_source: std::sync::OnceLock<Arc<dyn SeedSource>>,
     metrics: Arc<Metrics>,
+}
+
+/// Where a replica in recovery mode can get the seed: its ready peers (see `crate::ha`).
+#[async_trait::async_trait]
+pub trait SeedSource: Send + Sync + std::fmt::Debug {
+    /// The seed and salt from a ready peer, with the peer's address; None if no peer is ready.
+    async fn fetch_seed(
+        &self,
+        coord: &Coordinator,
+    ) -> Option<(nunki_ca::Seed, nunki_ca::Salt, String)>;
+}
+
+/// Who gave the Coordinator its seed (besides a seed-share owner).
+enum SeedOrigin<'a> {
+    /// A peer replica at this address.
+    Peer(&'a str),
 }
 
 /// What the seed gives the Coordinator.
 struct Keys {
+    seed: nunki_ca::Seed,
+    salt: nunki_ca::Salt,
     engine: nunki_ca::SeedEngine,
     history: nunki_ca::HistoryKey,
 }
@@ -170,7 +189,18 @@ impl Keys {
             .map_err(|e| CoordError::Internal(format!("deriving the history signing key: {e}")))?;
         let history = nunki_ca::HistoryKey::from_pkcs8(&der)
             .map_err(|e| CoordError::Internal(e.to_string()))?;
-        Ok(Keys { engine, history })
+        Ok(Keys {
+            seed: seed.clone(),
+            salt: salt.clone(),
+            engine,
+            history,
+        })
+    }
+
+    fn mesh_wrap_key(&self) -> Result<Zeroizing<[u8; 32]>, CoordError> {
+        self.engine
+            .mesh_ca_wrap_key()
+            .map_err(|e| CoordError::Internal(format!("deriving the mesh CA wrap key: {e}")))
     }
 
     fn root_key(&self) -> Result<Zeroizing<Vec<u8>>, CoordError> {
@@ -257,6 +287,7 @@ impl Coordinator {
             set_lock: tokio::sync::Mutex::new(()),
             keys: std::sync::Mutex::new(None),
             audit_limit: std::sync::Mutex::new(RefusalLimiter::new()),
+            seed_source: std::sync::OnceLock::new(),
             metrics,
         })
     }
@@ -391,7 +422,9 @@ impl Coordinator {
                 (Arc::new(Keys::new(&seed, &salt)?), Some(shares))
             }
         };
-        let ca = self.new_ca(&keys)?;
+        let mesh_key =
+            nunki_ca::generate_p384_pkcs8().map_err(|e| CoordError::Internal(e.to_string()))?;
+        let ca = self.new_ca(&keys, &mesh_key)?;
 
         for p in docs.values() {
             self.history.set_policy(p).await?;
@@ -405,6 +438,10 @@ impl Coordinator {
                 .map_or(TransitionHash::GENESIS, |l| l.hash),
         };
         let hash = self.history.set_transition(&transition).await?;
+        // Before the latest pointer moves, so a replica that sees the new transition finds it.
+        self.history
+            .set_mesh_key(&hash, &*keys.mesh_wrap_key()?, &mesh_key)
+            .await?;
         let latest = LatestTransition {
             hash,
             signature: keys
@@ -445,13 +482,11 @@ impl Coordinator {
         ))
     }
 
-    /// A CA with the seed's root key and a fresh mesh key.
-    fn new_ca(&self, keys: &Keys) -> Result<Arc<Ca>, CoordError> {
+    /// A CA with the seed's root key and the given mesh key.
+    fn new_ca(&self, keys: &Keys, mesh_key: &[u8]) -> Result<Arc<Ca>, CoordError> {
         let root_key = keys.root_key()?;
-        let mesh_key =
-            nunki_ca::generate_p384_pkcs8().map_err(|e| CoordError::Internal(e.to_string()))?;
         Ok(Arc::new(
-            Ca::new(&root_key, &mesh_key, (self.clock)())
+            Ca::new(&root_key, mesh_key, (self.clock)())
                 .map_err(|e| CoordError::Internal(e.to_string()))?,
         ))
     }
@@ -507,9 +542,10 @@ impl Coordinator {
         seed: &[u8],
         salt: &[u8],
         client_spki: Option<&[u8]>,
+        force: bool,
     ) -> Result<RecoverResult, CoordError> {
         let _guard = self.set_lock.lock().await;
-        let result = self.recover_locked(seed, salt, client_spki).await;
+        let result = self.recover_locked(seed, salt, client_spki, force).await;
         let digest = client_spki.map(|k| {
             nunki_ca::seedshare_owner_key_digest(k).unwrap_or_else(|_| hex::encode(sha256(k)))
         });
@@ -533,6 +569,7 @@ impl Coordinator {
         seed: &[u8],
         salt: &[u8],
         client_spki: Option<&[u8]>,
+        force: bool,
     ) -> Result<RecoverResult, CoordError> {
         match self.status() {
             Status::Recovery { .. } => {}
@@ -561,7 +598,64 @@ impl Coordinator {
             .map_err(|e| CoordError::InvalidArgument(format!("seed: {e}")))?;
         let salt = nunki_ca::Salt::from_bytes(salt)
             .map_err(|e| CoordError::InvalidArgument(format!("salt: {e}")))?;
+        if !force {
+            let source = self.seed_source.get().cloned();
+            if let Some(source) = source
+                && let Some((s, t, addr)) = source.fetch_seed(self).await
+                && self
+                    .apply_seed(&s, &t, SeedOrigin::Peer(&addr))
+                    .await
+                    .is_ok()
+            {
+                return Err(CoordError::FailedPrecondition(format!(
+                    "a ready Coordinator replica ({addr}) gave this one the seed: it is ready again and your seed share was not used (pass --force to recover with it anyway)"
+                )));
+            }
+        }
         let keys = Arc::new(Keys::new(&seed, &salt)?);
+        let (latest, parsed) = self.check_seed(&keys).await?;
+        let owners: Vec<String> = parsed
+            .manifest()
+            .seedshare_owner_pub_keys
+            .iter()
+            .filter_map(|k| hex::decode(k).ok())
+            .filter_map(|der| nunki_ca::seedshare_owner_key_digest(&der).ok())
+            .collect();
+        if !owners.iter().any(|o| o.eq_ignore_ascii_case(&caller)) {
+            return Err(CoordError::PermissionDenied(format!(
+                "the presented key (SHA-256 of its PKCS#1 public key: {caller}) is not a seed-share owner of manifest {}; listed owners: {}",
+                parsed.hash(),
+                if owners.is_empty() {
+                    "none".to_string()
+                } else {
+                    owners.join(", ")
+                }
+            )));
+        }
+        // A recovery by an owner makes a new mesh CA (its key replaces the stored one).
+        let mesh_key =
+            nunki_ca::generate_p384_pkcs8().map_err(|e| CoordError::Internal(e.to_string()))?;
+        let mesh_verifier = self.mesh_verifier_for(&parsed)?;
+        let ca = self.new_ca(&keys, &mesh_key)?;
+        self.history
+            .set_mesh_key(&latest.hash, &*keys.mesh_wrap_key()?, &mesh_key)
+            .await?;
+        self.install_keys(keys);
+        let manifest_hash = parsed.hash();
+        self.become_ready(parsed, ca.clone(), latest.clone(), 1, mesh_verifier);
+        tracing::info!(manifest = %manifest_hash, transition = %latest.hash, "recovered");
+        Ok(RecoverResult {
+            root_ca: ca.root_pem().to_string(),
+            mesh_ca: ca.mesh_ca_pem().to_string(),
+        })
+    }
+
+    /// Checks that `keys` (from a seed and salt) belong to the stored history: the derived
+    /// history key verifies the stored latest transition. Returns it with the latest manifest.
+    async fn check_seed(
+        &self,
+        keys: &Keys,
+    ) -> Result<(LatestTransition, ParsedManifest), CoordError> {
         let latest = self.history.latest().await?.ok_or_else(|| {
             CoordError::Internal("recovery mode without a latest transition".into())
         })?;
@@ -581,34 +675,204 @@ impl Coordinator {
         let parsed = verified.latest_manifest.ok_or_else(|| {
             CoordError::Internal("a signed latest transition without a manifest".into())
         })?;
-        let owners: Vec<String> = parsed
-            .manifest()
-            .seedshare_owner_pub_keys
-            .iter()
-            .filter_map(|k| hex::decode(k).ok())
-            .filter_map(|der| nunki_ca::seedshare_owner_key_digest(&der).ok())
-            .collect();
-        if !owners.iter().any(|o| o.eq_ignore_ascii_case(&caller)) {
-            return Err(CoordError::PermissionDenied(format!(
-                "the presented key (SHA-256 of its PKCS#1 public key: {caller}) is not a seed-share owner of manifest {}; listed owners: {}",
-                parsed.hash(),
-                if owners.is_empty() {
-                    "none".to_string()
-                } else {
-                    owners.join(", ")
+        Ok((latest, parsed))
+    }
+
+    /// Takes a seed from a ready peer replica (already checked by the transport: the peer was
+    /// attested as a Coordinator of this deployment). The seed must verify the stored history;
+    /// the mesh CA is the one the peers use (from the store). Recorded in the audit log.
+    pub async fn recover_from_peer(
+        &self,
+        seed: &nunki_ca::Seed,
+        salt: &nunki_ca::Salt,
+        peer: &str,
+    ) -> Result<(), CoordError> {
+        let _guard = self.set_lock.lock().await;
+        if !matches!(self.status(), Status::Recovery { .. }) {
+            return Ok(());
+        }
+        self.apply_seed(seed, salt, SeedOrigin::Peer(peer)).await
+    }
+
+    /// Becomes ready with a seed whose origin was already authorised.
+    async fn apply_seed(
+        &self,
+        seed: &nunki_ca::Seed,
+        salt: &nunki_ca::Salt,
+        origin: SeedOrigin<'_>,
+    ) -> Result<(), CoordError> {
+        let result = async {
+            let keys = Arc::new(Keys::new(seed, salt)?);
+            let (latest, parsed) = self.check_seed(&keys).await?;
+            let wrap = keys.mesh_wrap_key()?;
+            let mesh_key = match self.history.mesh_key(&latest.hash, &wrap).await? {
+                Some(k) => k,
+                None => {
+                    let k = nunki_ca::generate_p384_pkcs8()
+                        .map_err(|e| CoordError::Internal(e.to_string()))?;
+                    self.history.set_mesh_key(&latest.hash, &wrap, &k).await?;
+                    k
                 }
+            };
+            let mesh_verifier = self.mesh_verifier_for(&parsed)?;
+            let ca = self.new_ca(&keys, &mesh_key)?;
+            self.install_keys(keys);
+            let manifest = parsed.hash();
+            self.become_ready(parsed, ca, latest.clone(), 1, mesh_verifier);
+            Ok::<_, CoordError>((manifest, latest.hash))
+        }
+        .await;
+        let SeedOrigin::Peer(peer) = origin;
+        match &result {
+            Ok((manifest, transition)) => {
+                tracing::info!(%peer, %manifest, %transition, "recovered from a peer replica");
+            }
+            Err(e) => tracing::warn!(%peer, error = %e, "recovery from a peer replica failed"),
+        }
+        let (manifest, transition) = match &result {
+            Ok((m, t)) => (Some(m.to_hex()), Some(*t)),
+            Err(_) => (None, None),
+        };
+        self.audit_with_peer(
+            AuditOperation::Recover,
+            None,
+            result.as_ref().err(),
+            manifest,
+            transition,
+            Some(peer.to_string()),
+        )
+        .await;
+        result.map(|_| ())
+    }
+
+    /// Sets where a replica in recovery mode can get the seed from (its peers).
+    pub fn set_seed_source(&self, source: Arc<dyn SeedSource>) {
+        let _ = self.seed_source.set(source);
+    }
+
+    /// The seed source, if configured.
+    pub fn seed_source(&self) -> Option<Arc<dyn SeedSource>> {
+        self.seed_source.get().cloned()
+    }
+
+    /// Whether seed sources (peer replicas) are configured.
+    pub fn has_seed_source(&self) -> bool {
+        self.seed_source.get().is_some()
+    }
+
+    /// The latest manifest in the store, checked by hash chain but not (yet) by signature: what
+    /// a replica in recovery mode attests its peers against before it has the seed.
+    pub async fn stored_latest_manifest(&self) -> Option<ParsedManifest> {
+        let verified = self.history.verify_all().await.ok()?;
+        verified.latest_manifest
+    }
+
+    /// Hands the seed to an attested peer replica whose HOST_DATA is a `Role: "coordinator"`
+    /// policy of the current manifest (mesh API GetSeed).
+    pub fn seed_for_peer(
+        &self,
+        peer: &VerifiedPeer,
+        generation: u64,
+    ) -> Result<(nunki_ca::Seed, nunki_ca::Salt), CoordError> {
+        let state = self.ready()?;
+        if state.generation != generation {
+            return Err(CoordError::FailedPrecondition(
+                "the manifest changed after this connection was attested; reconnect".into(),
+            ));
+        }
+        let hash = PolicyHash::from(peer.host_data());
+        match state.manifest.policy(&hash) {
+            Some(entry) if entry.role == nunki_manifest::Role::Coordinator => {}
+            _ => {
+                self.metrics.attestation_failed("seed_not_coordinator");
+                return Err(CoordError::PermissionDenied(format!(
+                    "GetSeed is only for Coordinator replicas: HOST_DATA {hash} is not a policy with Role \"coordinator\" in manifest {}",
+                    state.manifest.hash()
+                )));
+            }
+        }
+        let keys = self.keys()?;
+        tracing::info!(policy = %hash, "handed the seed to a peer Coordinator replica");
+        Ok((keys.seed.clone(), keys.salt.clone()))
+    }
+
+    /// Follows a change of the stored latest transition (another replica set a manifest):
+    /// a ready Coordinator checks the new history (signed by its history key, extending the
+    /// one it serves) and switches to it; one without keys notes that a history exists (recovery
+    /// mode, so that it asks its peers for the seed).
+    pub async fn observe_latest(&self) -> Result<(), CoordError> {
+        let _guard = self.set_lock.lock().await;
+        let Some(latest) = self.history.latest().await? else {
+            return Ok(());
+        };
+        let state = match self.status() {
+            Status::Ready(s) => s,
+            Status::Uninitialized | Status::Recovery { .. } => {
+                self.set_status(Status::Recovery {
+                    latest: latest.hash,
+                });
+                return Ok(());
+            }
+        };
+        if state.latest == latest {
+            return Ok(());
+        }
+        let keys = self.keys()?;
+        keys.history
+            .verify(
+                nunki_ca::Signed::LatestTransition,
+                latest.hash.as_bytes(),
+                &latest.signature,
+            )
+            .map_err(|e| {
+                CoordError::Internal(format!(
+                    "refusing the stored latest transition {}: {e}; still serving {}",
+                    latest.hash, state.latest.hash
+                ))
+            })?;
+        let verified = self.history.verify_from(latest.clone()).await?;
+        if !verified
+            .entries
+            .iter()
+            .any(|e| e.transition_hash == state.latest.hash)
+        {
+            return Err(CoordError::Internal(format!(
+                "refusing the stored latest transition {}: its history does not contain the served transition {} (rewritten?)",
+                latest.hash, state.latest.hash
             )));
         }
+        let parsed = verified.latest_manifest.ok_or_else(|| {
+            CoordError::Internal("a signed latest transition without a manifest".into())
+        })?;
+        let mesh_key = self
+            .history
+            .mesh_key(&latest.hash, &*keys.mesh_wrap_key()?)
+            .await?
+            .ok_or_else(|| {
+                CoordError::Internal(format!(
+                    "no mesh CA key is stored for transition {}",
+                    latest.hash
+                ))
+            })?;
         let mesh_verifier = self.mesh_verifier_for(&parsed)?;
-        let ca = self.new_ca(&keys)?;
-        self.install_keys(keys);
-        let manifest_hash = parsed.hash();
-        self.become_ready(parsed, ca.clone(), latest.clone(), 1, mesh_verifier);
-        tracing::info!(manifest = %manifest_hash, transition = %latest.hash, "recovered");
-        Ok(RecoverResult {
-            root_ca: ca.root_pem().to_string(),
-            mesh_ca: ca.mesh_ca_pem().to_string(),
-        })
+        let ca = self.new_ca(&keys, &mesh_key)?;
+        let manifest = parsed.hash();
+        self.become_ready(
+            parsed,
+            ca,
+            latest.clone(),
+            state.generation + 1,
+            mesh_verifier,
+        );
+        tracing::info!(%manifest, transition = %latest.hash, "followed a manifest set by another replica");
+        Ok(())
+    }
+
+    fn set_status(&self, status: Status) {
+        match self.status.write() {
+            Ok(mut s) => *s = status,
+            Err(p) => *p.into_inner() = status,
+        }
     }
 
     /// Appends an audit record (refusals rate-limited); failures are logged, not returned: the
@@ -620,6 +884,26 @@ impl Coordinator {
         error: Option<&CoordError>,
         manifest: Option<String>,
         transition: Option<TransitionHash>,
+    ) {
+        self.audit_with_peer(
+            operation,
+            client_key_digest,
+            error,
+            manifest,
+            transition,
+            None,
+        )
+        .await;
+    }
+
+    async fn audit_with_peer(
+        &self,
+        operation: AuditOperation,
+        client_key_digest: Option<String>,
+        error: Option<&CoordError>,
+        manifest: Option<String>,
+        transition: Option<TransitionHash>,
+        peer: Option<String>,
     ) {
         let suppressed = {
             let Ok(mut limit) = self.audit_limit.lock() else {
@@ -664,6 +948,7 @@ impl Coordinator {
             reason: reason.clone(),
             manifest: manifest.clone(),
             transition: transition.map(|t| t.to_hex()),
+            peer: peer.clone(),
             suppressed_refusals: suppressed,
         };
         if let Err(e) = self

@@ -227,6 +227,7 @@ async fn sigkill_during_200_set_manifest_calls() {
             .recover(RecoverRequest {
                 seed: s.as_bytes().to_vec(),
                 salt: t.as_bytes().to_vec(),
+                force: false,
             })
             .await
             .unwrap_or_else(|e| panic!("recovery after kill {kills} (call {i}): {e}"));

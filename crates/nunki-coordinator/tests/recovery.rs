@@ -100,6 +100,7 @@ async fn recover(
         .recover(RecoverRequest {
             seed: seed.to_vec(),
             salt: salt.to_vec(),
+            force: false,
         })
         .await
         .map(tonic::Response::into_inner)

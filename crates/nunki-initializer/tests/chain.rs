@@ -102,6 +102,13 @@ struct Fake {
 
 #[tonic::async_trait]
 impl MeshApi for Fake {
+    async fn get_seed(
+        &self,
+        _req: Request<nunki_api::meshapi::GetSeedRequest>,
+    ) -> Result<Response<nunki_api::meshapi::GetSeedResponse>, Status> {
+        Err(Status::unimplemented("not a Coordinator"))
+    }
+
     async fn new_mesh_cert(
         &self,
         req: Request<NewMeshCertRequest>,

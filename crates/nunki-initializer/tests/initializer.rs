@@ -70,6 +70,7 @@ async fn initializer_writes_the_mesh_files() {
         mesh_api: any,
         metrics: any,
         clock: system_clock(),
+        peers: Vec::new(),
     })
     .await
     .unwrap();
@@ -173,6 +174,7 @@ async fn unlisted_policy_gives_up_with_the_reason() {
         mesh_api: any,
         metrics: any,
         clock: system_clock(),
+        peers: Vec::new(),
     })
     .await
     .unwrap();

@@ -78,6 +78,7 @@ async fn workload_secrets_follow_the_id() {
         mesh_api: any,
         metrics: any,
         clock: system_clock(),
+        peers: Vec::new(),
     })
     .await
     .unwrap();

@@ -66,6 +66,9 @@ pub struct AuditRecord {
     /// The new latest transition (or, for a recovery, the recovered one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transition: Option<String>,
+    /// For a recovery from a peer replica: the peer's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// Refusals not recorded individually since the previous record (rate limit).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub suppressed_refusals: u64,
@@ -183,6 +186,7 @@ mod tests {
             reason: None,
             manifest: Some("ab".repeat(32)),
             transition: Some("cd".repeat(32)),
+            peer: None,
             suppressed_refusals: 0,
         }
     }

@@ -140,6 +140,7 @@ pub async fn coordinator(store: StoreChoice, host: HostData) -> Result<Running, 
         mesh_api: any,
         metrics: any,
         clock: system_clock(),
+        peers: Vec::new(),
     })
     .await
 }

@@ -123,6 +123,7 @@ impl World {
             mesh_api,
             metrics: any,
             clock: system_clock(),
+            peers: Vec::new(),
         })
         .await
         .unwrap()
