@@ -217,6 +217,29 @@ fn recover(a: &RecoverArgs) -> Outcome<()> {
                     coordinator_client::explain(&ch, &s)
                 ))
             })?;
+        // What was recovered must be the manifest the user expects: a host that rolled the
+        // store back to an older (also signed) transition is caught here.
+        let now = UserApiClient::new(ch.channel())
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .get_manifests(nunki_api::userapi::GetManifestsRequest::default())
+            .await
+            .map_err(|s| {
+                check(format!(
+                    "recovered, but cannot read the history back: {}",
+                    coordinator_client::explain(&ch, &s)
+                ))
+            })?
+            .into_inner();
+        if now.manifests.last().map(Vec::as_slice) != Some(manifest.raw()) {
+            return Err(check(format!(
+                "the Coordinator recovered, but its latest manifest is not {} ({} manifests in its \
+                 history): the store may have been rolled back, or the manifest was updated after \
+                 you saved this file; review it with `nunki verify -c {}` before trusting it",
+                a.manifest.display(),
+                now.manifests.len(),
+                a.coordinator
+            )));
+        }
         Ok::<_, crate::failure::Failure>(resp.into_inner())
     })?;
     check_pem_certs(&resp.root_ca, "the root CA in the Coordinator's answer").check()?;

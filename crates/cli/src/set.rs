@@ -184,6 +184,14 @@ fn set(a: &SetArgs) -> Outcome<()> {
     };
     let verifier = coordinator_verifier(&manifest).input()?;
     create_dir(&a.workspace).input()?;
+    if manifest.manifest().seedshare_owner_pub_keys.is_empty() {
+        eprintln!(
+            "warning: {} lists no SeedshareOwnerPubKeys: if this is the deployment's first \
+             manifest, a restarted Coordinator can never be recovered (`nunki generate` adds \
+             seedshare-owner.pem)",
+            a.manifest.display()
+        );
+    }
 
     let target = coordinator_client::target(
         a.coordinator.clone(),
@@ -236,17 +244,18 @@ fn set(a: &SetArgs) -> Outcome<()> {
             })?;
         Ok::<_, Failure>((resp.into_inner(), ch.verified_peer()))
     })?;
+    // First: the seed shares exist only in this answer.
+    let seed_shares = if resp.seed_share_document.is_empty() {
+        None
+    } else {
+        Some(crate::recover::write_seed_shares(&a.workspace, &resp.seed_share_document).check()?)
+    };
     check_pem_certs(&resp.root_ca, "the root CA in the Coordinator's answer").check()?;
     check_pem_certs(&resp.mesh_ca, "the mesh CA in the Coordinator's answer").check()?;
     let root = a.workspace.join("coordinator-root.pem");
     let mesh = a.workspace.join("mesh-root.pem");
     write_atomic(&root, &resp.root_ca).input()?;
     write_atomic(&mesh, &resp.mesh_ca).input()?;
-    let seed_shares = if resp.seed_share_document.is_empty() {
-        None
-    } else {
-        Some(crate::recover::write_seed_shares(&a.workspace, &resp.seed_share_document).check()?)
-    };
 
     println!("manifest set on the Coordinator at {}", a.coordinator);
     if let Some(p) = peer {

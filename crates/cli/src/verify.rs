@@ -537,6 +537,13 @@ fn verify(a: &VerifyArgs) -> Outcome<()> {
     if let Some((checked, path)) = &audit {
         print_audit_log(checked);
         println!("  wrote          {}", path.display());
+        if checked.signed < checked.records.len() {
+            eprintln!(
+                "warning: the audit log's newest record is not signed by the history key (it \
+                 was written by a replica in recovery mode, or the log was altered): its records \
+                 are hash-chained but not authenticated"
+            );
+        }
     }
     if local.is_none() {
         eprintln!(

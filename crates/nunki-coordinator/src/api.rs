@@ -112,7 +112,7 @@ impl UserApiTrait for UserApi {
         let r = req.into_inner();
         // The request holds the seed: wipe our copy when done.
         let seed = zeroize::Zeroizing::new(r.seed);
-        let salt = r.salt;
+        let salt = zeroize::Zeroizing::new(r.salt);
         match self
             .coord
             .recover(&seed, &salt, spki.as_deref(), r.force)

@@ -555,6 +555,19 @@ impl History {
         let mut last_conflict = None;
         for _ in 0..AUDIT_APPEND_ATTEMPTS {
             let head = self.audit_head().await?;
+            // A signed head must carry our signature: never sign on top of a forged one.
+            if let (Some(h), Some(k)) = (&head, key)
+                && !h.signature.is_empty()
+                && k.verify(nunki_ca::Signed::AuditHead, &h.hash, &h.signature)
+                    .is_err()
+            {
+                return Err(HistoryError::Corrupt {
+                    location: self.location(&head_key),
+                    reason: "the audit head's signature does not verify with the history key; \
+                             refusing to extend a log that was altered"
+                        .into(),
+                });
+            }
             let (index, previous) = match &head {
                 Some(h) => {
                     let prev = nunki_manifest::AuditRecord::parse(

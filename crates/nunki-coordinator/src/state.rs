@@ -249,7 +249,7 @@ impl RefusalLimiter {
 }
 
 /// Longest refusal reason kept in an audit record.
-const MAX_AUDIT_REASON: usize = 2048;
+const MAX_AUDIT_REASON: usize = 512;
 
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

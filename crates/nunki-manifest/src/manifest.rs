@@ -838,9 +838,18 @@ fn parse_seedshare_key(s: &str) -> Result<Vec<u8>, String> {
     let spki = key
         .as_der()
         .map_err(|_| "the key cannot be re-encoded".to_string())?;
-    PublicEncryptingKey::from_der(spki.as_ref()).map_err(|e| {
-        format!("the key is not usable for RSA-OAEP ({e}); use a 2048- to 8192-bit key")
+    let enc = PublicEncryptingKey::from_der(spki.as_ref()).map_err(|e| {
+        format!("the key is not usable for RSA-OAEP ({e}); use a 3072- to 8192-bit key")
     })?;
+    // The Coordinator refuses to encrypt seed shares to smaller keys (nunki_ca's minimum).
+    const MIN_BITS: usize = 3072;
+    if enc.key_size_bits() < MIN_BITS {
+        return Err(format!(
+            "the key has {} bits; seed-share owner keys need at least {MIN_BITS} \
+             (`nunki generate` creates RSA-4096 keys)",
+            enc.key_size_bits()
+        ));
+    }
     Ok(der)
 }
 
@@ -854,8 +863,9 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../testdata/example-manifest.json");
     /// `sha256sum testdata/example-manifest.json`
-    const EXAMPLE_SHA256: &str = "7b95fab8239ebeb164ad681e75fa257c9b71afd84e69a6c19a3f528a06956da5";
+    const EXAMPLE_SHA256: &str = "cfb71b6a2df67651fefe25700495550c884a40660c9f02d8d0f35ba228dc6fc1";
     const RSA2048_PKCS1: &str = include_str!("../testdata/rsa2048.pkcs1.hex");
+    const RSA3072_PKCS1: &str = include_str!("../testdata/rsa3072.pkcs1.hex");
     const RSA2048_SPKI: &str = include_str!("../testdata/rsa2048.spki.hex");
     const RSA1024_PKCS1: &str = include_str!("../testdata/rsa1024.pkcs1.hex");
     const COORDINATOR: &str = "7a9dcc4f9779040769e196a609287d84a1afa2db16bee093d2dc9c16984fb019";
@@ -948,7 +958,7 @@ mod tests {
             m.workload_owner_key_digests,
             vec![OWNER_DIGEST.parse::<Sha256Fingerprint>().unwrap()]
         );
-        assert_eq!(m.seedshare_owner_pub_keys, vec![RSA2048_PKCS1.to_string()]);
+        assert_eq!(m.seedshare_owner_pub_keys, vec![RSA3072_PKCS1.to_string()]);
     }
 
     #[test]
@@ -1786,12 +1796,13 @@ mod tests {
             "3003020101",
             RSA2048_SPKI,
             RSA1024_PKCS1,
-            format!("{RSA2048_PKCS1}00"),
-            RSA2048_PKCS1.to_uppercase(),
+            format!("{RSA3072_PKCS1}00"),
+            RSA2048_PKCS1,
+            RSA3072_PKCS1.to_uppercase(),
         ]);
         let errs = parse_value(&v).unwrap_err();
         // The uppercase copy of a valid key is itself valid: hex is case-insensitive here.
-        assert_eq!(errs.len(), 6, "{errs}");
+        assert_eq!(errs.len(), 7, "{errs}");
         for (i, e) in errs.iter().enumerate() {
             assert_eq!(e.path, format!("$.SeedshareOwnerPubKeys[{i}]"));
             assert!(
@@ -1816,12 +1827,13 @@ mod tests {
         );
         assert!(msg(4).contains("not usable for RSA-OAEP"), "{}", msg(4));
         assert!(msg(5).contains("not an RSA public key"), "{}", msg(5));
+        assert!(msg(6).contains("at least 3072"), "{}", msg(6));
     }
 
     #[test]
     fn duplicate_seedshare_keys() {
         let mut v = example();
-        v["SeedshareOwnerPubKeys"] = json!([RSA2048_PKCS1, RSA2048_PKCS1.to_uppercase()]);
+        v["SeedshareOwnerPubKeys"] = json!([RSA3072_PKCS1, RSA3072_PKCS1.to_uppercase()]);
         let e = only_error(&v);
         assert_eq!(e.path, "$.SeedshareOwnerPubKeys[1]");
         assert_eq!(e.kind, ManifestErrorKind::DuplicateEntry { first: 0 });
@@ -2017,7 +2029,7 @@ mod tests {
                         reference_values,
                         workload_owner_key_digests: digests,
                         seedshare_owner_pub_keys: if seedshare {
-                            vec![RSA2048_PKCS1.to_string()]
+                            vec![RSA3072_PKCS1.to_string()]
                         } else {
                             vec![]
                         },
