@@ -118,6 +118,7 @@ fn deployment_yaml_passes_the_typed_round_trip() {
             "Service",
             "Service",
             "Service",
+            "Service",
             "RuntimeClass",
             "RuntimeClass"
         ]
@@ -278,6 +279,12 @@ fn rbac_is_the_least_the_store_needs() {
             .contains(&serde_json::json!({"name": "NUNKI_STORE", "value": "kubernetes"})),
         "{env}"
     );
+    assert!(
+        env.as_array().unwrap().contains(
+            &serde_json::json!({"name": "NUNKI_PEERS", "value": "coordinator-peers:7777"})
+        ),
+        "{env}"
+    );
 }
 
 #[test]
@@ -337,6 +344,7 @@ fn coordinator_ports_probes_and_services() {
             ("coordinator".to_owned(), (vec![1313, 7777], true)),
             ("coordinator-ready".to_owned(), (vec![1313, 7777], false)),
             ("coordinator-metrics".to_owned(), (vec![9102], false)),
+            ("coordinator-peers".to_owned(), (vec![7777], true)),
         ])
     );
 }
