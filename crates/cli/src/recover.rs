@@ -172,16 +172,25 @@ pub fn write_seed_shares(workspace: &Path, doc: &[u8]) -> Result<PathBuf> {
 fn recover(a: &RecoverArgs) -> Outcome<()> {
     let manifest = load_manifest(&a.manifest)?;
     let key_der = load_seedshare_owner_key(&a.seedshare_owner_key).input()?;
-    let doc = std::fs::read(&a.seed)
-        .with_context(|| format!("cannot read the seed shares {}", a.seed.display()))
-        .input()?;
-    let doc = SeedShareDocument::parse(&doc)
-        .map_err(|e| anyhow!("{}: {e}", a.seed.display()))
-        .input()?;
-    let (seed, salt) = doc
-        .decrypt(&key_der)
-        .map_err(|e| anyhow!("{}: {e}", a.seed.display()))
-        .input()?;
+    // The local seed-shares.json, or (when it is missing) the copy the Coordinator keeps.
+    let local = match std::fs::read(&a.seed) {
+        Ok(doc) => {
+            let doc = SeedShareDocument::parse(&doc)
+                .map_err(|e| anyhow!("{}: {e}", a.seed.display()))
+                .input()?;
+            Some(
+                doc.decrypt(&key_der)
+                    .map_err(|e| anyhow!("{}: {e}", a.seed.display()))
+                    .input()?,
+            )
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read the seed shares {}", a.seed.display()))
+                .input();
+        }
+    };
     let tls_key = AttestingKey::from_pkcs8(&to_pkcs8(&key_der).input()?)
         .map_err(|e| anyhow!("{}: {e}", a.seedshare_owner_key.display()))
         .input()?;
@@ -203,6 +212,36 @@ fn recover(a: &RecoverArgs) -> Outcome<()> {
         let ch = coordinator_client::connect_retrying(&target, Duration::from_secs(a.timeout))
             .await
             .map_err(|e| connect_failure(&a.coordinator, &against, e))?;
+        let (seed, salt) = match local {
+            Some(pair) => pair,
+            None => {
+                let doc = UserApiClient::new(ch.channel())
+                    .get_seed_shares(nunki_api::userapi::GetSeedSharesRequest::default())
+                    .await
+                    .map_err(|s| {
+                        check(format!(
+                            "{} does not exist and the Coordinator did not return its copy: {}",
+                            a.seed.display(),
+                            coordinator_client::explain(&ch, &s)
+                        ))
+                    })?
+                    .into_inner()
+                    .seed_share_document;
+                let doc = SeedShareDocument::parse(&doc).map_err(|e| {
+                    check(format!(
+                        "{} does not exist and the Coordinator's copy of the seed shares is \
+                         unusable: {e}",
+                        a.seed.display()
+                    ))
+                })?;
+                eprintln!(
+                    "{} does not exist: using the seed shares the Coordinator keeps",
+                    a.seed.display()
+                );
+                doc.decrypt(&key_der)
+                    .map_err(|e| check(format!("the Coordinator's seed shares: {e}")))?
+            }
+        };
         let req = RecoverRequest {
             seed: seed.as_bytes().to_vec(),
             salt: salt.as_bytes().to_vec(),

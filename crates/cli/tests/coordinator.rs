@@ -205,6 +205,13 @@ impl UserApi for Fake {
         Err(Status::unimplemented("the fake does not recover"))
     }
 
+    async fn get_seed_shares(
+        &self,
+        _req: Request<nunki_api::userapi::GetSeedSharesRequest>,
+    ) -> Result<Response<nunki_api::userapi::GetSeedSharesResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
     async fn get_audit_log(
         &self,
         _req: Request<GetAuditLogRequest>,

@@ -426,4 +426,29 @@ async fn set_restart_recover_verify_log_with_real_binary() {
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(show(&o).contains("not in recovery mode"), "{}", show(&o));
     c.shutdown().await;
+
+    // seed-shares.json lost: after the next restart the Coordinator's own copy is used.
+    std::fs::remove_file(dir.join("seed-shares.json")).unwrap();
+    let c = start(options()).await.unwrap();
+    let o = nunki(vec![
+        "recover".into(),
+        "-c".into(),
+        c.user_api.to_string(),
+        "--seedshare-owner-key".into(),
+        s(&dir.join("seedshare-owner.pem")),
+        "--seed".into(),
+        s(&dir.join("seed-shares.json")),
+        "-m".into(),
+        s(&manifest_path),
+        "--workspace".into(),
+        s(dir),
+    ])
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        show(&o).contains("using the seed shares the Coordinator keeps"),
+        "{}",
+        show(&o)
+    );
+    c.shutdown().await;
 }

@@ -9,7 +9,8 @@ use nunki_api::meshapi::{
 use nunki_api::userapi::user_api_server::UserApi as UserApiTrait;
 use nunki_api::userapi::{
     GetAuditLogRequest, GetAuditLogResponse, GetManifestsRequest, GetManifestsResponse,
-    RecoverRequest, RecoverResponse, SetManifestRequest, SetManifestResponse,
+    GetSeedSharesRequest, GetSeedSharesResponse, RecoverRequest, RecoverResponse,
+    SetManifestRequest, SetManifestResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -127,6 +128,16 @@ impl UserApiTrait for UserApi {
                 Err(status(e))
             }
         }
+    }
+
+    async fn get_seed_shares(
+        &self,
+        _req: Request<GetSeedSharesRequest>,
+    ) -> Result<Response<GetSeedSharesResponse>, Status> {
+        let doc = self.coord.seed_shares().await.map_err(status)?;
+        Ok(Response::new(GetSeedSharesResponse {
+            seed_share_document: doc,
+        }))
     }
 
     async fn get_audit_log(

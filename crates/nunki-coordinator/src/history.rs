@@ -400,6 +400,23 @@ impl History {
 
 use nunki_manifest::sha256;
 
+/// Where the first manifest's seed shares are kept (`seed-shares/document`).
+pub const SEED_SHARES: &str = "seed-shares";
+
+impl History {
+    /// Stores the seed-share document (ciphertexts only) for later download.
+    pub async fn set_seed_shares(&self, doc: &[u8]) -> Result<(), HistoryError> {
+        let key = StoreKey::new(SEED_SHARES, "document")?;
+        Ok(self.store.set(&key, doc).await?)
+    }
+
+    /// The stored seed-share document, if any.
+    pub async fn seed_shares(&self) -> Result<Option<Vec<u8>>, HistoryError> {
+        let key = StoreKey::new(SEED_SHARES, "document")?;
+        Ok(self.store.get(&key).await?)
+    }
+}
+
 /// Directory of wrapped mesh CA keys, one per transition (`mesh-ca/<transition hex>`).
 pub const MESH_CA: &str = "mesh-ca";
 const MESH_KEY_AAD: &[u8] = b"nunki/mesh-ca-key/v1";

@@ -430,6 +430,11 @@ impl Coordinator {
             self.history.set_policy(p).await?;
         }
         let manifest_hash = self.history.set_manifest(raw).await?;
+        if let Some(doc) = &seed_shares {
+            let bytes = serde_json::to_vec_pretty(doc)
+                .map_err(|e| CoordError::Internal(format!("encoding the seed shares: {e}")))?;
+            self.history.set_seed_shares(&bytes).await?;
+        }
         let prev_latest = previous.as_ref().map(|s| s.latest.clone());
         let transition = Transition {
             manifest_hash,
@@ -958,6 +963,11 @@ impl Coordinator {
         {
             tracing::error!(error = %e, "could not append to the audit log");
         }
+    }
+
+    /// The stored seed-share document (empty before the first manifest).
+    pub async fn seed_shares(&self) -> Result<Vec<u8>, CoordError> {
+        Ok(self.history.seed_shares().await?.unwrap_or_default())
     }
 
     /// The audit log as stored, with the history public key when this Coordinator holds it.

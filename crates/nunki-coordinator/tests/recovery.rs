@@ -161,6 +161,16 @@ async fn restart_recover_and_issue_again() {
         .await
         .unwrap_err();
     assert!(st.message().contains("recovery mode"), "{}", st.message());
+    // The seed shares can be downloaded again, also in recovery mode: the same bytes.
+    let ch = user_channel(c.user_api, d.coordinator_host_data(), None)
+        .await
+        .unwrap();
+    let again = UserApiClient::new(ch.channel())
+        .get_seed_shares(nunki_api::userapi::GetSeedSharesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.seed_share_document, set.seed_share_document);
     let on_disk = snapshot(state.path());
 
     // Refusals, each with its reason and nothing changed on disk.
