@@ -6,6 +6,7 @@
 //! This crate performs no network I/O; collateral fetchers (AMD KDS, Intel PCS) are injected
 //! through [`snp::kds::HttpGet`]. Time is always passed in by the caller.
 
+mod fmt_util;
 pub mod oid;
 pub mod sim;
 pub mod snp;

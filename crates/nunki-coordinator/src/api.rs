@@ -32,6 +32,25 @@ fn status(e: CoordError) -> Status {
     }
 }
 
+/// The user API caller's client key (SubjectPublicKeyInfo DER), if it presented one.
+fn client_spki<T>(req: &Request<T>) -> Option<Vec<u8>> {
+    req.extensions()
+        .get::<ConnInfo>()
+        .and_then(|i| i.peer_spki.clone())
+}
+
+/// The mesh API caller, attested in the handshake, with the manifest generation it was verified
+/// under.
+fn attested_peer<T>(req: &Request<T>) -> Result<(nunki_atls::VerifiedPeer, u64), Status> {
+    let unauthenticated = || Status::unauthenticated("no attested peer on this connection");
+    let info = req
+        .extensions()
+        .get::<ConnInfo>()
+        .ok_or_else(unauthenticated)?;
+    let peer = info.peer.clone().ok_or_else(unauthenticated)?;
+    Ok((peer, info.generation))
+}
+
 /// The user API (port 1313).
 #[derive(Debug, Clone)]
 pub struct UserApi {
@@ -51,10 +70,7 @@ impl UserApiTrait for UserApi {
         &self,
         req: Request<SetManifestRequest>,
     ) -> Result<Response<SetManifestResponse>, Status> {
-        let spki = req
-            .extensions()
-            .get::<ConnInfo>()
-            .and_then(|i| i.peer_spki.clone());
+        let spki = client_spki(&req);
         let r = req.into_inner();
         let expected = if r.previous_transition.is_empty() {
             None
@@ -106,10 +122,7 @@ impl UserApiTrait for UserApi {
         &self,
         req: Request<RecoverRequest>,
     ) -> Result<Response<RecoverResponse>, Status> {
-        let spki = req
-            .extensions()
-            .get::<ConnInfo>()
-            .and_then(|i| i.peer_spki.clone());
+        let spki = client_spki(&req);
         let r = req.into_inner();
         // The request holds the seed: wipe our copy when done.
         let seed = zeroize::Zeroizing::new(r.seed);
@@ -172,17 +185,10 @@ impl MeshApiTrait for MeshApi {
         &self,
         req: Request<NewMeshCertRequest>,
     ) -> Result<Response<NewMeshCertResponse>, Status> {
-        let info = req
-            .extensions()
-            .get::<ConnInfo>()
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("no attested peer on this connection"))?;
-        let peer = info
-            .peer
-            .ok_or_else(|| Status::unauthenticated("no attested peer on this connection"))?;
+        let (peer, generation) = attested_peer(&req)?;
         let cert = self
             .coord
-            .new_mesh_cert(&peer, info.generation)
+            .new_mesh_cert(&peer, generation)
             .map_err(status)?;
         Ok(Response::new(NewMeshCertResponse {
             mesh_ca: cert.mesh_ca.into_bytes(),
@@ -200,17 +206,10 @@ impl MeshApiTrait for MeshApi {
         &self,
         req: Request<GetSeedRequest>,
     ) -> Result<Response<GetSeedResponse>, Status> {
-        let info = req
-            .extensions()
-            .get::<ConnInfo>()
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("no attested peer on this connection"))?;
-        let peer = info
-            .peer
-            .ok_or_else(|| Status::unauthenticated("no attested peer on this connection"))?;
+        let (peer, generation) = attested_peer(&req)?;
         let (seed, salt) = self
             .coord
-            .seed_for_peer(&peer, info.generation)
+            .seed_for_peer(&peer, generation)
             .map_err(status)?;
         Ok(Response::new(GetSeedResponse {
             seed: seed.as_bytes().to_vec(),

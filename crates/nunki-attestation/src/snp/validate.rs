@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::fmt_util::join;
+
 use nunki_manifest::{
     ChipId, HostData, IdKeyDigest, Measurement, ReportData, Sha256Fingerprint,
     SimulatedReferenceValues, SnpMinimumTcb, SnpProduct, SnpReferenceValues,
@@ -215,26 +217,13 @@ pub enum ValidationError {
     },
 }
 
-fn join<T: fmt::Display>(v: &[T]) -> String {
-    v.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Every failed check of one validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidationErrors(pub Vec<ValidationError>);
 
 impl fmt::Display for ValidationErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
+        crate::fmt_util::write_all(f, &self.0)
     }
 }
 

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::fmt_util::join;
+
 use nunki_manifest::{
     HostData, Measurement, Piid, ReportData, TdAttributes, TdxReferenceValues, TdxTcbStatus,
     TdxXfam,
@@ -184,26 +186,13 @@ fn advisories(ids: &[String]) -> String {
     }
 }
 
-fn join<T: fmt::Display>(v: &[T]) -> String {
-    v.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Every failed check of one validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TdxValidationErrors(pub Vec<TdxValidationError>);
 
 impl fmt::Display for TdxValidationErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
+        crate::fmt_util::write_all(f, &self.0)
     }
 }
 
