@@ -54,10 +54,14 @@ fn free_port() -> u16 {
 struct Proc {
     child: Child,
     user: SocketAddr,
+    log: std::path::PathBuf,
 }
 
 fn spawn(state: &Path, sim: &Path, d: &Deployment) -> Proc {
     let (u, m, x) = (free_port(), free_port(), free_port());
+    // Each start logs to its own file so that a failed start can be explained.
+    let log = state.with_extension(format!("log-{u}"));
+    let stderr = std::fs::File::create(&log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_nunki-coordinator"))
         .args(["--platform", "simulated", "--state-dir"])
         .arg(state)
@@ -75,27 +79,52 @@ fn spawn(state: &Path, sim: &Path, d: &Deployment) -> Proc {
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     Proc {
         child,
         user: format!("127.0.0.1:{u}").parse().unwrap(),
+        log,
     }
 }
 
-async fn wait_up(p: &Proc, d: &Deployment, rv: &SimulatedReferenceValues) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if user_channel_for(p.user, d.coordinator_host_data(), None, rv.clone())
-            .await
-            .is_ok()
-        {
-            return;
+/// Starts the binary and waits until its user API answers. Ports come from `free_port`, which
+/// can race with another socket taking the port before the binary binds it; a start that fails
+/// with "address in use" is retried on fresh ports, any other early exit fails the test with the
+/// binary's log.
+async fn start(state: &Path, sim: &Path, d: &Deployment, rv: &SimulatedReferenceValues) -> Proc {
+    for _ in 0..5 {
+        let mut p = spawn(state, sim, d);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+                if log.to_ascii_lowercase().contains("in use") {
+                    break;
+                }
+                panic!(
+                    "the Coordinator exited ({status}) before serving at {}:\n{log}",
+                    p.user
+                );
+            }
+            if user_channel_for(p.user, d.coordinator_host_data(), None, rv.clone())
+                .await
+                .is_ok()
+            {
+                return p;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the Coordinator did not come up at {} within 30 s:\n{}",
+                    p.user,
+                    std::fs::read_to_string(&p.log).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("the Coordinator did not come up at {}", p.user);
+    panic!("five starts of the Coordinator found their ports taken");
 }
 
 /// Checks the served history; returns its manifest hashes.
@@ -159,8 +188,7 @@ async fn sigkill_during_200_set_manifest_calls() {
     let d0 = deployment(0);
     let host = d0.coordinator_host_data();
 
-    let mut p = spawn(&state, &sim_dir, &d0);
-    wait_up(&p, &d0, &rv).await;
+    let mut p = start(&state, &sim_dir, &d0, &rv).await;
     let ch = user_channel_for(p.user, host, None, rv.clone())
         .await
         .unwrap();
@@ -213,8 +241,7 @@ async fn sigkill_during_200_set_manifest_calls() {
         kills += 1;
 
         // Restart: recovery mode until the seed is given back.
-        p = spawn(&state, &sim_dir, &d0);
-        wait_up(&p, &d0, &rv).await;
+        p = start(&state, &sim_dir, &d0, &rv).await;
         let ch = user_channel_for(p.user, host, Some(ss_tls.clone()), rv.clone())
             .await
             .unwrap();

@@ -129,6 +129,8 @@ where
     // A host process (the `nunki` multi-call entry) may have installed a subscriber already.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: `kubectl logs` and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
