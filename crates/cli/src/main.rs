@@ -20,6 +20,11 @@ mod verify;
 
 use std::process::ExitCode;
 
+/// The allocator of the Coordinator binary too (`nunki` can run it as a multi-call binary, and
+/// `nunki demo` hosts services): see BENCHMARKS.md.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// Confidential Kubernetes deployments you can prove. Attestation tools for AMD SEV-SNP and the

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use tokio::io::BufWriter;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -309,7 +310,11 @@ async fn within<F: Future>(limit: Option<Duration>, f: F) -> Option<F::Output> {
     }
 }
 
-async fn dial(s: &DialState) -> Result<TokioIo<TlsStream<TcpStream>>, ConnectError> {
+/// Plaintext bytes gathered before they become one TLS record (HTTP/2 writes frame by frame
+/// and flushes after each batch: one record and one system call per batch, not per frame).
+const WRITE_COALESCE_BYTES: usize = 16 * 1024;
+
+async fn dial(s: &DialState) -> Result<TokioIo<BufWriter<TlsStream<TcpStream>>>, ConnectError> {
     let t = &s.target;
     {
         let mut r = s.lock();
@@ -351,7 +356,10 @@ async fn dial(s: &DialState) -> Result<TokioIo<TlsStream<TcpStream>>, ConnectErr
             t.peer()
         )));
     }
-    Ok(TokioIo::new(tls))
+    Ok(TokioIo::new(BufWriter::with_capacity(
+        WRITE_COALESCE_BYTES,
+        tls,
+    )))
 }
 
 fn io_reason(e: &std::io::Error) -> String {

@@ -35,6 +35,11 @@ use nunki_manifest::{
     HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role, SnpProduct,
 };
 
+/// The allocator the shipped binaries use (`nunki-coordinator`, `nunki`), so the Coordinator is
+/// measured as it runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn sha256(b: &[u8]) -> [u8; 32] {
     digest::digest(&digest::SHA256, b)
         .as_ref()

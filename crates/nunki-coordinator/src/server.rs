@@ -42,10 +42,15 @@ pub struct ConnInfo {
     pub generation: u64,
 }
 
+/// Plaintext bytes gathered before they become one TLS record: HTTP/2 writes each frame
+/// separately (HEADERS, DATA, trailers) and flushes after a batch, so buffering until the flush
+/// sends one record and one system call instead of one per frame.
+pub const WRITE_COALESCE_BYTES: usize = 16 * 1024;
+
 /// A finished TLS stream with its [`ConnInfo`].
 #[derive(Debug)]
 pub struct AtlsIo {
-    inner: TlsStream<TcpStream>,
+    inner: tokio::io::BufWriter<TlsStream<TcpStream>>,
     info: ConnInfo,
     /// Released when the connection ends (bounds live connections).
     _permit: tokio::sync::OwnedSemaphorePermit,
@@ -300,7 +305,10 @@ fn accept_loop(
                         let info = api.finish(&tls, info, slot);
                         let _ = tx
                             .send(Ok(AtlsIo {
-                                inner: tls,
+                                inner: tokio::io::BufWriter::with_capacity(
+                                    WRITE_COALESCE_BYTES,
+                                    tls,
+                                ),
                                 info,
                                 _permit: conn_permit,
                             }))
