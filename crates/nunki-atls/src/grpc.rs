@@ -1,29 +1,30 @@
-//! gRPC (tonic) channels over aTLS.
+//! gRPC (tonic) over aTLS.
 //!
-//! A tonic [`Channel`] whose connector dials `HOST:PORT` itself: per connection it builds an
-//! [`AttestedClientConfig`] (so every connection has a fresh nonce), completes the aTLS
-//! handshake and hands the TLS stream to tonic, which speaks HTTP/2 over it (prior knowledge;
-//! ALPN `h2` is negotiated as well). The configuration of the connection stays available, so the
+//! [`connect`] dials `HOST:PORT` itself: it builds an [`AttestedClientConfig`] (so every
+//! connection has a fresh nonce), completes the aTLS handshake and speaks HTTP/2 over the TLS
+//! stream with hyper's connection-level client; [`AtlsChannel::channel`] is the service that
+//! generated tonic clients call. The configuration of the connection stays available, so the
 //! caller can read the verified peer or, in capture mode, verify the peer later.
 //!
-//! tonic wraps connector errors in a generic "transport error"; the connector therefore records
-//! why it failed (unreachable, attestation failed with the failing check, other handshake
-//! problem) and [`connect`] reports that instead.
-//!
-//! A channel makes exactly one connection: if it drops, the channel does not reconnect (the
-//! calls fail and [`AtlsChannel::failure`] says why), so every answer provably came over the
-//! connection whose peer was attested.
+//! One channel is exactly one connection: there is no pool, no reconnect and no request
+//! buffer task (tonic's `Channel` has all three). If the connection drops, calls fail and
+//! [`AtlsChannel::failure`] says why, so every answer provably came over the connection whose
+//! peer was attested. Without the buffer task and the reconnect machinery a call is a direct
+//! write to the HTTP/2 connection, which matters when thousands of Initializers start at once.
 
+use std::future::Future;
 use std::io::ErrorKind;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::io::BufWriter;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::client::{AttestedClientConfig, ClientIdentity, ServerVerification};
 use crate::verify::{AtlsError, VerifiedPeer};
@@ -163,39 +164,21 @@ impl ConnectError {
     }
 }
 
-#[derive(Debug, Default)]
-struct DialRecord {
-    dials: u32,
-    config: Option<AttestedClientConfig>,
-    failure: Option<ConnectError>,
-}
+/// Why the connection of a channel ended, once it did.
+type Failure = Arc<Mutex<Option<ConnectError>>>;
 
-#[derive(Debug)]
-struct DialState {
-    target: Target,
-    record: Mutex<DialRecord>,
-}
-
-impl DialState {
-    fn lock(&self) -> MutexGuard<'_, DialRecord> {
-        self.record
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// An HTTP/2 channel over one attested TLS connection.
+/// An HTTP/2 connection over one attested TLS connection.
 #[derive(Debug, Clone)]
 pub struct AtlsChannel {
-    channel: Channel,
+    service: GrpcConnection,
     config: AttestedClientConfig,
-    state: Arc<DialState>,
+    failure: Failure,
 }
 
 impl AtlsChannel {
-    /// The channel for generated clients.
-    pub fn channel(&self) -> Channel {
-        self.channel.clone()
+    /// The service for generated clients (`MeshApiClient::new(ch.channel())`).
+    pub fn channel(&self) -> GrpcConnection {
+        self.service.clone()
     }
 
     /// The aTLS configuration of the connection: its slot holds the verification result;
@@ -211,7 +194,62 @@ impl AtlsChannel {
 
     /// Why the channel can no longer make calls (its connection broke), if it cannot.
     pub fn failure(&self) -> Option<ConnectError> {
-        self.state.lock().failure.clone()
+        self.failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The gRPC service over one HTTP/2 connection: sets the request's origin, applies the call
+/// timeout and hands the request to the connection.
+#[derive(Debug, Clone)]
+pub struct GrpcConnection {
+    send: SendRequest<tonic::body::Body>,
+    authority: http::uri::Authority,
+    timeout: Option<Duration>,
+}
+
+/// What a call on a [`GrpcConnection`] fails with (tonic turns it into a `Status`).
+pub type CallError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for GrpcConnection {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = CallError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.send.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        // Generated clients send only the path; HTTP/2 needs :scheme and :authority as well.
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        parts.authority = Some(self.authority.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        let uri = match http::Uri::from_parts(parts) {
+            Ok(u) => u,
+            Err(e) => return Box::pin(async move { Err(e.into()) }),
+        };
+        *req.uri_mut() = uri;
+        let call = self.send.send_request(req);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match timeout {
+                None => call.await.map_err(Into::into),
+                Some(t) => match tokio::time::timeout(t, call).await {
+                    Ok(r) => r.map_err(Into::into),
+                    Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
+                        "no answer within {} s",
+                        t.as_secs_f32()
+                    ))) as CallError),
+                },
+            }
+        })
     }
 }
 
@@ -258,48 +296,44 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// Makes one attempt to connect, eagerly, so unreachable servers and attestation failures
 /// surface here.
 pub async fn connect(target: &Target) -> Result<AtlsChannel, ConnectError> {
-    let mut endpoint = Endpoint::from_shared(format!("http://{}", target.addr))
+    let authority: http::uri::Authority = target
+        .addr
+        .parse()
         .map_err(|e| target.handshake(format!("{}: not a valid HOST:PORT: {e}", target.addr)))?;
-    if let Some(t) = target.rpc_timeout {
-        endpoint = endpoint.timeout(t);
-    }
-    let state = Arc::new(DialState {
-        target: target.clone(),
-        record: Mutex::new(DialRecord::default()),
+    let (io, config) = dial(target).await?;
+    let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(io)
+        .await
+        .map_err(|e| {
+            target.handshake(format!(
+                "cannot talk gRPC to {}: {}",
+                target.addr,
+                error_chain(&e)
+            ))
+        })?;
+    let failure: Failure = Arc::default();
+    let record = failure.clone();
+    let addr = target.addr.clone();
+    tokio::spawn(async move {
+        // Ends when the server closes, the connection breaks, or every handle is dropped (then
+        // nobody asks any more).
+        if let Err(e) = connection.await {
+            tracing::debug!(%addr, error = %error_chain(&e), "gRPC connection ended");
+        }
+        *record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(ConnectError::ConnectionLost { addr });
     });
-    let s = state.clone();
-    let connector = tower::service_fn(move |_uri: Uri| {
-        let s = s.clone();
-        async move {
-            let r = dial(&s).await;
-            r.map_err(|e| {
-                s.lock().failure = Some(e.clone());
-                std::io::Error::other(e)
-            })
-        }
-    });
-    match endpoint.connect_with_connector(connector).await {
-        Ok(channel) => {
-            let config = state.lock().config.clone().ok_or_else(|| {
-                target.handshake("internal: connected without an aTLS configuration".into())
-            })?;
-            Ok(AtlsChannel {
-                channel,
-                config,
-                state,
-            })
-        }
-        Err(e) => {
-            let recorded = state.lock().failure.take();
-            Err(recorded.unwrap_or_else(|| {
-                target.handshake(format!(
-                    "cannot talk gRPC to {}: {}",
-                    target.addr,
-                    error_chain(&e)
-                ))
-            }))
-        }
-    }
+    Ok(AtlsChannel {
+        service: GrpcConnection {
+            send,
+            authority,
+            timeout: target.rpc_timeout,
+        },
+        config,
+        failure,
+    })
 }
 
 /// Runs `f`, for at most `limit` if there is one; `None` when time ran out.
@@ -314,20 +348,11 @@ async fn within<F: Future>(limit: Option<Duration>, f: F) -> Option<F::Output> {
 /// and flushes after each batch: one record and one system call per batch, not per frame).
 const WRITE_COALESCE_BYTES: usize = 16 * 1024;
 
-async fn dial(s: &DialState) -> Result<TokioIo<BufWriter<TlsStream<TcpStream>>>, ConnectError> {
-    let t = &s.target;
-    {
-        let mut r = s.lock();
-        r.dials += 1;
-        if r.dials > 1 {
-            return Err(ConnectError::ConnectionLost {
-                addr: t.addr.clone(),
-            });
-        }
-    }
+type Io = TokioIo<BufWriter<TlsStream<TcpStream>>>;
+
+async fn dial(t: &Target) -> Result<(Io, AttestedClientConfig), ConnectError> {
     let cfg = AttestedClientConfig::with_mode(t.mode.clone(), t.identity.clone())
         .map_err(|e| t.handshake(format!("aTLS client configuration: {e}")))?;
-    s.lock().config = Some(cfg.clone());
     let tcp = match within(t.tcp_timeout, TcpStream::connect(t.addr.as_str())).await {
         None => {
             let secs = t.tcp_timeout.unwrap_or_default().as_secs_f32().ceil();
@@ -356,10 +381,8 @@ async fn dial(s: &DialState) -> Result<TokioIo<BufWriter<TlsStream<TcpStream>>>,
             t.peer()
         )));
     }
-    Ok(TokioIo::new(BufWriter::with_capacity(
-        WRITE_COALESCE_BYTES,
-        tls,
-    )))
+    let io = TokioIo::new(BufWriter::with_capacity(WRITE_COALESCE_BYTES, tls));
+    Ok((io, cfg))
 }
 
 fn io_reason(e: &std::io::Error) -> String {

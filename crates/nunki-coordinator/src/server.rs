@@ -322,6 +322,13 @@ fn accept_loop(
     })
 }
 
+/// Stops an accept loop and waits until its listener is closed, so that a restart in the same
+/// process can bind the port again at once.
+async fn stop_accepting(accept: tokio::task::JoinHandle<()>) {
+    accept.abort();
+    let _ = accept.await;
+}
+
 /// Serves the user API on `listener` until `shutdown` completes.
 pub async fn serve_user_api(
     listener: TcpListener,
@@ -339,7 +346,7 @@ pub async fn serve_user_api(
         .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
         .await
         .map_err(|e| e.to_string());
-    accept.abort();
+    stop_accepting(accept).await;
     r
 }
 
@@ -364,6 +371,6 @@ pub async fn serve_mesh_api(
         .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
         .await
         .map_err(|e| e.to_string());
-    accept.abort();
+    stop_accepting(accept).await;
     r
 }

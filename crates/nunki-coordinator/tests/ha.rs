@@ -42,19 +42,31 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Starts replica `i` on its fixed mesh port (its peers know it by that address). A
+    /// restarted replica can find the port briefly taken (an outgoing connection's ephemeral
+    /// port, a socket still closing); then it tries again for up to 5 s.
     async fn replica(&self, i: usize) -> Running {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        start(Options {
-            issuer: Arc::new(SimIssuer::new(sim(), self.d.coordinator_host_data())),
-            store: StoreChoice::Open(self.store.clone()),
-            user_api: any,
-            mesh_api: self.mesh[i],
-            metrics: any,
-            clock: system_clock(),
-            peers: self.mesh.iter().map(ToString::to_string).collect(),
-        })
-        .await
-        .unwrap()
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = start(Options {
+                issuer: Arc::new(SimIssuer::new(sim(), self.d.coordinator_host_data())),
+                store: StoreChoice::Open(self.store.clone()),
+                user_api: any,
+                mesh_api: self.mesh[i],
+                metrics: any,
+                clock: system_clock(),
+                peers: self.mesh.iter().map(ToString::to_string).collect(),
+            })
+            .await;
+            match r {
+                Ok(r) => return r,
+                Err(e) if e.contains("in use") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("replica {i}: {e}"),
+            }
+        }
     }
 }
 
