@@ -74,6 +74,9 @@ fn time<F: FnMut()>(mut f: F) -> Duration {
     t.elapsed() / n
 }
 
+/// One floor operation: what it is, the operation, how often one issuance needs it.
+type FloorRow = (&'static str, fn(&FloorOps), u32);
+
 /// The cryptographic operations of one issuance, with aws-lc-rs: keys made once, every
 /// operation done for real each time.
 struct FloorOps {
@@ -151,20 +154,44 @@ impl FloorOps {
     }
 
     /// Each operation of the floor, how often one issuance needs it.
-    fn table(&self) -> Vec<(&'static str, fn(&Self), u32)> {
+    fn table(&self) -> Vec<FloorRow> {
         vec![
-            ("P-384 sign (report signature, evidence creation; x2 sides)", Self::p384_sign, 2),
-            ("P-256 sign (attested cert self-signature; x2 sides)", Self::p256_sign, 2),
-            ("P-384 verify (peer report signature; chain cached)", Self::p384_verify_report, 1),
+            (
+                "P-384 sign (report signature, evidence creation; x2 sides)",
+                Self::p384_sign,
+                2,
+            ),
+            (
+                "P-256 sign (attested cert self-signature; x2 sides)",
+                Self::p256_sign,
+                2,
+            ),
+            (
+                "P-384 verify (peer report signature; chain cached)",
+                Self::p384_verify_report,
+                1,
+            ),
             ("P-384 sign (mesh leaf certificate)", Self::p384_sign, 1),
-            ("P-256 sign (TLS 1.3 CertificateVerify; x2 sides)", Self::p256_sign, 2),
-            ("P-256 verify (TLS 1.3 CertificateVerify; x2 sides)", Self::p256_verify, 2),
+            (
+                "P-256 sign (TLS 1.3 CertificateVerify; x2 sides)",
+                Self::p256_sign,
+                2,
+            ),
+            (
+                "P-256 verify (TLS 1.3 CertificateVerify; x2 sides)",
+                Self::p256_verify,
+                2,
+            ),
             (
                 "X25519 key pair + agreement (TLS key exchange; x2 sides, counted as one pair)",
                 Self::x25519,
                 1,
             ),
-            ("P-256 key generation (Initializer key)", Self::p256_keygen, 1),
+            (
+                "P-256 key generation (Initializer key)",
+                Self::p256_keygen,
+                1,
+            ),
         ]
     }
 

@@ -334,6 +334,24 @@ impl History {
         Ok(entries)
     }
 
+    /// The manifest the latest transition names, hash-checked and parsed, without walking the
+    /// rest of the history (`None` for an empty history). For choosing reference values, e.g.
+    /// to attest peer replicas; trusting the history takes [`History::verify_all`] and the
+    /// signature.
+    pub async fn latest_manifest(&self) -> Result<Option<ParsedManifest>, HistoryError> {
+        let Some(latest) = self.latest().await? else {
+            return Ok(None);
+        };
+        let transition = self.get_transition(&latest.hash).await?;
+        let manifest = self.get_manifest(&transition.manifest_hash).await?;
+        ParsedManifest::parse(&manifest)
+            .map(Some)
+            .map_err(|errs| HistoryError::Corrupt {
+                location: self.location(&StoreKey::manifest(&transition.manifest_hash)),
+                reason: format!("the stored manifest is not valid: {errs}"),
+            })
+    }
+
     /// Walks the history, parses every manifest and loads every policy they reference: the
     /// start-up check that names the first bad file of a corrupted state directory.
     pub async fn verify_all(&self) -> Result<VerifiedHistory, HistoryError> {

@@ -180,6 +180,7 @@ async fn history_empty(f: Fixture) {
     let v = h.verify_all().await.unwrap();
     assert!(v.latest.is_none() && v.entries.is_empty() && v.policies.is_empty());
     assert!(v.latest_manifest.is_none());
+    assert!(h.latest_manifest().await.unwrap().is_none());
     let missing = ManifestHash([3; 32]);
     let e = h.get_manifest(&missing).await.unwrap_err();
     assert!(matches!(e, HistoryError::Missing { .. }), "{e}");
@@ -206,6 +207,11 @@ async fn history_chain_round_trip(f: Fixture) {
     assert_eq!(v.latest.as_ref(), Some(&chain.latest));
     assert_eq!(
         v.latest_manifest.as_ref().unwrap().raw(),
+        &chain.manifests[2][..]
+    );
+    // The latest manifest alone, without walking the chain.
+    assert_eq!(
+        h.latest_manifest().await.unwrap().unwrap().raw(),
         &chain.manifests[2][..]
     );
     let expected: std::collections::BTreeMap<_, _> = chain.policies.iter().cloned().collect();
@@ -272,6 +278,18 @@ async fn history_detects_tampering(f: Fixture) {
     }
     s.set(&mkey, &chain.manifests[1]).await.unwrap();
     h.verify_all().await.unwrap();
+    // The latest manifest tampered with: latest_manifest names it too.
+    let m2 = chain.manifest_hash(2);
+    let m2key = StoreKey::manifest(&m2);
+    s.set(&m2key, b"{\"evil\": true}").await.unwrap();
+    let e = h.latest_manifest().await.unwrap_err();
+    assert!(matches!(e, HistoryError::HashMismatch { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: ", s.location(&m2key))),
+        "{e}"
+    );
+    s.set(&m2key, &chain.manifests[2]).await.unwrap();
 
     // A policy referenced only by an older manifest: walk does not read policies, verify_all does.
     let (p1, p1_raw) = &chain.policies[1];
@@ -346,6 +364,9 @@ async fn history_detects_tampering(f: Fixture) {
             .starts_with(&format!("{}: ", s.location(&StoreKey::manifest(&bad_hash)))),
         "{e}"
     );
+    // So is it by latest_manifest, which reads only that manifest.
+    let e = h.latest_manifest().await.unwrap_err();
+    assert!(matches!(e, HistoryError::Corrupt { .. }), "{e}");
 }
 
 async fn history_bad_latest(f: Fixture) {
