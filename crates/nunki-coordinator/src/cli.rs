@@ -149,13 +149,17 @@ async fn run(args: Args) -> Result<()> {
     let issuer = match args.platform {
         Platform::Tdx => {
             let tdx = open_tdx_issuer().context("--platform tdx")?;
-            attach_tdx_collateral(&tdx, args.pccs_url.as_deref()).await?;
+            nunki_daemon::attach_tdx_collateral(&tdx, args.pccs_url.as_deref())
+                .await
+                .map_err(anyhow::Error::msg)?;
             let refresh = tdx.clone();
             let pccs = args.pccs_url.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(TDX_COLLATERAL_REFRESH).await;
-                    if let Err(e) = attach_tdx_collateral(&refresh, pccs.as_deref()).await {
+                    if let Err(e) =
+                        nunki_daemon::attach_tdx_collateral(&refresh, pccs.as_deref()).await
+                    {
                         // Keep the old collateral: verifiers refuse it once it is stale.
                         tracing::warn!(error = %format!("{e:#}"), "refreshing TDX collateral failed");
                     }
@@ -196,57 +200,5 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    // A host process (the `nunki` multi-call entry) may have installed a subscriber already.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: `kubectl logs` and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
-    let args = match Args::try_parse_from(args) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Quotes once to learn this platform's FMSPC, fetches its collateral (Intel PCS or a PCCS,
-/// through the on-disk cache) and attaches it to the issuer's evidence.
-async fn attach_tdx_collateral(tdx: &nunki_atls::TdxIssuer, pccs: Option<&str>) -> Result<()> {
-    let quote = tdx
-        .quote(&nunki_manifest::ReportData([0; 64]))
-        .context("--platform tdx: first quote")?;
-    let collateral = nunki_collateral::fetch_tdx_collateral(&quote, pccs)
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("--platform tdx: fetching collateral")?;
-    tdx.set_collateral(collateral.to_json());
-    tracing::info!("attached TDX collateral to this platform's evidence");
-    Ok(())
+    nunki_daemon::main_with_args::<Args, _, _, _, _, _>(args, run)
 }

@@ -35,6 +35,8 @@ pub(crate) const DEFAULT_CAPS: [&str; 14] = [
 ];
 
 /// Every capability the host kernel knows (what a privileged container gets), in kernel order.
+/// The policy generator keeps its own copy on purpose: this runner stands in for containerd and
+/// checks what the generator predicts, so the two must not share their model.
 pub(crate) const ALL_CAPS: [&str; 41] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
