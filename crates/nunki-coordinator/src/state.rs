@@ -212,7 +212,9 @@ impl Keys {
 
 /// Refused operations are recorded in the audit log at most [`RefusalLimiter::BURST`] at a
 /// time, refilled at one per [`RefusalLimiter::REFILL`]; the rest are counted and the count goes
-/// into the next record, so a client hammering the API cannot grow the store without bound.
+/// into the next record. A client hammering the API adds at most 1,440 records a day (one a
+/// minute) instead of one per request: the store (ConfigMaps with `--store kubernetes`) and
+/// `GetAuditLog` stay small.
 #[derive(Debug)]
 struct RefusalLimiter {
     tokens: f64,
@@ -222,7 +224,7 @@ struct RefusalLimiter {
 
 impl RefusalLimiter {
     const BURST: f64 = 20.0;
-    const REFILL: std::time::Duration = std::time::Duration::from_secs(3);
+    const REFILL: std::time::Duration = std::time::Duration::from_secs(60);
 
     fn new() -> Self {
         Self {
@@ -234,7 +236,10 @@ impl RefusalLimiter {
 
     /// Whether a refusal may be recorded now.
     fn admit(&mut self) -> bool {
-        let now = std::time::Instant::now();
+        self.admit_at(std::time::Instant::now())
+    }
+
+    fn admit_at(&mut self, now: std::time::Instant) -> bool {
         let refill = now.duration_since(self.last).as_secs_f64() / Self::REFILL.as_secs_f64();
         self.tokens = (self.tokens + refill).min(Self::BURST);
         self.last = now;
@@ -1118,4 +1123,41 @@ fn same_seedshare_owners(current: &ParsedManifest, new: &ParsedManifest) -> Resu
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn refusals_are_recorded_in_a_burst_then_one_a_minute() {
+        let mut l = RefusalLimiter::new();
+        let t0 = l.last;
+        for i in 0..20 {
+            assert!(l.admit_at(t0), "refusal {i} of the burst");
+        }
+        for _ in 0..1000 {
+            assert!(!l.admit_at(t0 + Duration::from_secs(1)));
+        }
+        assert_eq!(l.suppressed, 1000);
+        // 59 s after the burst: still nothing; at 60 s one record, which takes the count.
+        assert!(!l.admit_at(t0 + Duration::from_secs(59)));
+        assert!(l.admit_at(t0 + Duration::from_secs(61)));
+        assert_eq!(std::mem::take(&mut l.suppressed), 1001);
+        assert!(!l.admit_at(t0 + Duration::from_secs(62)));
+        // A day of hammering, one attempt per second: at most one record a minute.
+        let mut recorded = 0;
+        let start = t0 + Duration::from_secs(62);
+        for s in 0..86_400u64 {
+            if l.admit_at(start + Duration::from_secs(s)) {
+                recorded += 1;
+            }
+        }
+        assert!((1_439..=1_441).contains(&recorded), "{recorded}");
+        // Quiet for an hour: the burst is back, not more.
+        let later = start + Duration::from_secs(86_400 + 3_600);
+        let burst = (0..100).filter(|_| l.admit_at(later)).count();
+        assert_eq!(burst, 20);
+    }
 }
