@@ -126,6 +126,12 @@ impl Ca {
         })
     }
 
+    /// Whether this CA's mesh key is `mesh_key_pkcs8` (compared in constant time).
+    pub fn has_mesh_key(&self, mesh_key_pkcs8: &[u8]) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(self.mesh_key.der_bytes(), mesh_key_pkcs8)
+            .is_ok()
+    }
+
     /// The root CA certificate, PEM (`coordinator-root-ca.pem`).
     pub fn root_pem(&self) -> &str {
         &self.root.pem

@@ -4,6 +4,9 @@
 //! - every replica watches the store's latest transition; a ready one that sees a transition
 //!   set by another replica checks it (signed by the deployment's history key, extending the
 //!   history it serves) and switches to it ([`Coordinator::observe_latest`]);
+//! - a ready replica also watches the stored mesh CA key of its transition: an owner's
+//!   recovery of another replica makes a new mesh CA, and every replica switches to it
+//!   ([`Coordinator::observe_mesh_key`]);
 //! - a replica without the seed (restarted, or started after the first manifest) asks its
 //!   peers over mutual aTLS on their mesh API (`GetSeed`): it attests the peer against the
 //!   stored latest manifest's reference values and coordinator policies, and the peer hands the
@@ -23,10 +26,11 @@ use nunki_atls::cert::AttestingKey;
 use nunki_atls::grpc::{Target, connect};
 use nunki_atls::verify::Clock;
 use nunki_atls::{ClientIdentity, HostDataRule, Issuer, ReferenceVerifier, ServerVerification};
-use nunki_manifest::HostData;
+use nunki_manifest::{HostData, TransitionHash};
 
+use crate::history::History;
 use crate::state::{Coordinator, SeedSource, Status};
-use crate::store::{Store, StoreKey};
+use crate::store::{Store, StoreKey, WatchStream};
 
 /// How long one attempt to reach a peer may take.
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -143,9 +147,27 @@ pub async fn follow(
     tokio::pin!(stop);
     let key = StoreKey::latest_transition();
     let mut watch = store.watch(&key);
+    // The served transition's mesh CA key: replaced when an owner recovers another replica.
+    let mut mesh_watch: Option<(TransitionHash, WatchStream<'_>)> = None;
     let mut tick = tokio::time::interval(PEER_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let served = match coord.status() {
+            Status::Ready(s) => Some(s.latest.hash),
+            _ => None,
+        };
+        if mesh_watch.as_ref().map(|(t, _)| *t) != served {
+            mesh_watch = served.and_then(|t| {
+                let key = History::mesh_key_location(&t).ok()?;
+                Some((t, store.watch(&key)))
+            });
+        }
+        let mesh_changed = async {
+            match mesh_watch.as_mut() {
+                Some((_, w)) => w.next().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = &mut stop => return,
             item = watch.next() => match item {
@@ -157,6 +179,17 @@ pub async fn follow(
                 None => {
                     tokio::time::sleep(PEER_INTERVAL).await;
                     watch = store.watch(&key);
+                }
+            },
+            alive = mesh_changed => {
+                if alive {
+                    if let Err(e) = coord.observe_mesh_key().await {
+                        tracing::error!(error = %e, "following the stored mesh CA key");
+                    }
+                } else {
+                    // The watch ended: make a new one on the next round.
+                    mesh_watch = None;
+                    tokio::time::sleep(PEER_INTERVAL).await;
                 }
             },
             _ = tick.tick() => {}

@@ -441,6 +441,11 @@ const MESH_KEY_AAD: &[u8] = b"nunki/mesh-ca-key/v1";
 const GCM_NONCE_LEN: usize = 12;
 
 impl History {
+    /// Where the wrapped mesh CA key of `transition` is stored (replicas watch it).
+    pub fn mesh_key_location(transition: &TransitionHash) -> Result<StoreKey, HistoryError> {
+        Ok(StoreKey::new(MESH_CA, &transition.to_hex())?)
+    }
+
     /// Stores the mesh CA key of `transition`, AES-256-GCM-wrapped with `wrap_key` (derived
     /// from the seed), so every replica that holds the seed serves the same mesh CA. Replaces an
     /// earlier key of the same transition (a recovery makes a new mesh CA).
@@ -452,7 +457,7 @@ impl History {
     ) -> Result<(), HistoryError> {
         use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
         use aws_lc_rs::rand::SecureRandom as _;
-        let key = StoreKey::new(MESH_CA, &transition.to_hex())?;
+        let key = Self::mesh_key_location(transition)?;
         let fail = |reason: &str| HistoryError::Corrupt {
             location: self.location(&key),
             reason: reason.to_string(),
@@ -487,7 +492,7 @@ impl History {
         wrap_key: &[u8; 32],
     ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, HistoryError> {
         use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-        let key = StoreKey::new(MESH_CA, &transition.to_hex())?;
+        let key = Self::mesh_key_location(transition)?;
         let Some(bytes) = self.store.get(&key).await? else {
             return Ok(None);
         };

@@ -887,6 +887,37 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Follows a replaced mesh CA key of the served transition: an owner recovered another
+    /// replica (`nunki recover --force` while this one was ready), which made a new mesh CA.
+    /// Switching keeps one mesh CA for the whole deployment; the manifest is unchanged.
+    pub async fn observe_mesh_key(&self) -> Result<(), CoordError> {
+        let _guard = self.set_lock.lock().await;
+        let Status::Ready(state) = self.status() else {
+            return Ok(());
+        };
+        let keys = self.keys()?;
+        let Some(mesh_key) = self
+            .history
+            .mesh_key(&state.latest.hash, &*keys.mesh_wrap_key()?)
+            .await?
+        else {
+            return Ok(());
+        };
+        if state.ca.has_mesh_key(&mesh_key) {
+            return Ok(());
+        }
+        let ca = self.new_ca(&keys, &mesh_key)?;
+        self.become_ready(
+            (*state.manifest).clone(),
+            ca,
+            state.latest.clone(),
+            state.generation,
+            state.mesh_verifier.clone(),
+        );
+        tracing::info!(transition = %state.latest.hash, "switched to the mesh CA another replica's recovery made");
+        Ok(())
+    }
+
     fn set_status(&self, status: Status) {
         match self.status.write() {
             Ok(mut s) => *s = status,

@@ -46,6 +46,12 @@ impl Cluster {
     /// restarted replica can find the port briefly taken (an outgoing connection's ephemeral
     /// port, a socket still closing); then it tries again for up to 5 s.
     async fn replica(&self, i: usize) -> Running {
+        self.start_replica(i, self.mesh.iter().map(ToString::to_string).collect())
+            .await
+    }
+
+    /// Replica `i` with these peers (none: it never gets the seed from another replica).
+    async fn start_replica(&self, i: usize, peers: Vec<String>) -> Running {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -56,7 +62,7 @@ impl Cluster {
                 mesh_api: self.mesh[i],
                 metrics: any,
                 clock: system_clock(),
-                peers: self.mesh.iter().map(ToString::to_string).collect(),
+                peers: peers.clone(),
             })
             .await;
             match r {
@@ -249,6 +255,41 @@ async fn three_replicas_share_one_store() {
     wait_ready(&b, "replica 1 after the manual recovery").await;
     let (_, cert) = pod(b.mesh_api, web(&d2)).await.unwrap();
     assert_eq!(mesh_spki(&cert.mesh_ca), mesh_spki(&rec.mesh_ca));
+
+    // An owner recovers a third replica that has no peers configured while 0 and 1 are ready:
+    // its recovery makes a new mesh CA, and the ready replicas switch to it (one mesh CA).
+    let c = cluster.start_replica(2, Vec::new()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(matches!(c.coordinator.status(), Status::Recovery { .. }));
+    let ch = user_channel(c.user_api, d2.coordinator_host_data(), Some(ss_tls.clone()))
+        .await
+        .unwrap();
+    let rec2 = UserApiClient::new(ch.channel())
+        .recover(RecoverRequest {
+            seed: seed.as_bytes().to_vec(),
+            salt: salt.as_bytes().to_vec(),
+            force: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(mesh_spki(&rec2.mesh_ca), mesh_spki(&rec.mesh_ca));
+    assert_eq!(mesh_spki(&rec2.root_ca), mesh_spki(&first.root_ca));
+    for (name, x) in [("replica 0", &a), ("replica 1", &b), ("replica 2", &c)] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, cert) = pod(x.mesh_api, web(&d2)).await.unwrap();
+            if mesh_spki(&cert.mesh_ca) == mesh_spki(&rec2.mesh_ca) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} still issues under the old mesh CA"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    c.shutdown().await;
     b.shutdown().await;
     a.shutdown().await;
 }
