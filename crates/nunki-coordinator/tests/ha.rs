@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nunki_api::userapi::user_api_client::UserApiClient;
-use nunki_api::userapi::{GetAuditLogRequest, RecoverRequest, SetManifestResponse};
+use nunki_api::userapi::{
+    GetAuditLogRequest, RecoverRequest, RecoverResponse, SetManifestResponse,
+};
 use nunki_atls::cert::AttestingKey;
 use nunki_atls::verify::system_clock;
 use nunki_atls::{Issuer, SimIssuer};
@@ -114,6 +116,28 @@ async fn set(
         .map(tonic::Response::into_inner)
 }
 
+/// `Recover` on replica `r` with the seed-share owner key as client certificate.
+async fn recover(
+    r: &Running,
+    d: &Deployment,
+    owner: &Arc<AttestingKey>,
+    seed: &nunki_ca::Seed,
+    salt: &nunki_ca::Salt,
+    force: bool,
+) -> Result<RecoverResponse, tonic::Status> {
+    let ch = user_channel(r.user_api, d.coordinator_host_data(), Some(owner.clone()))
+        .await
+        .unwrap();
+    UserApiClient::new(ch.channel())
+        .recover(RecoverRequest {
+            seed: seed.as_bytes().to_vec(),
+            salt: salt.as_bytes().to_vec(),
+            force,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_one_store() {
     let owner = Arc::new(AttestingKey::generate().unwrap());
@@ -186,19 +210,7 @@ async fn three_replicas_share_one_store() {
     let (_, cert) = pod(restarted.mesh_api, web(&d2)).await.unwrap();
     assert_eq!(mesh_spki(&cert.mesh_ca), mesh_spki(&second.mesh_ca));
     // A manual recovery of a ready replica is refused.
-    let ch = user_channel(
-        restarted.user_api,
-        d2.coordinator_host_data(),
-        Some(ss_tls.clone()),
-    )
-    .await
-    .unwrap();
-    let st = UserApiClient::new(ch.channel())
-        .recover(RecoverRequest {
-            seed: seed.as_bytes().to_vec(),
-            salt: salt.as_bytes().to_vec(),
-            force: false,
-        })
+    let st = recover(&restarted, &d2, &ss_tls, &seed, &salt, false)
         .await
         .unwrap_err();
     assert_eq!(st.code(), Code::FailedPrecondition, "{}", st.message());
@@ -237,18 +249,9 @@ async fn three_replicas_share_one_store() {
         a.coordinator.status()
     );
     assert!(pod(a.mesh_api, web(&d2)).await.is_err());
-    let ch = user_channel(a.user_api, d2.coordinator_host_data(), Some(ss_tls.clone()))
+    let rec = recover(&a, &d2, &ss_tls, &seed, &salt, false)
         .await
         .unwrap();
-    let rec = UserApiClient::new(ch.channel())
-        .recover(RecoverRequest {
-            seed: seed.as_bytes().to_vec(),
-            salt: salt.as_bytes().to_vec(),
-            force: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
     assert_eq!(mesh_spki(&rec.root_ca), mesh_spki(&first.root_ca));
     assert_ne!(mesh_spki(&rec.mesh_ca), mesh_spki(&second.mesh_ca));
     let b = cluster.replica(1).await;
@@ -261,18 +264,7 @@ async fn three_replicas_share_one_store() {
     let c = cluster.start_replica(2, Vec::new()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(matches!(c.coordinator.status(), Status::Recovery { .. }));
-    let ch = user_channel(c.user_api, d2.coordinator_host_data(), Some(ss_tls.clone()))
-        .await
-        .unwrap();
-    let rec2 = UserApiClient::new(ch.channel())
-        .recover(RecoverRequest {
-            seed: seed.as_bytes().to_vec(),
-            salt: salt.as_bytes().to_vec(),
-            force: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let rec2 = recover(&c, &d2, &ss_tls, &seed, &salt, true).await.unwrap();
     assert_ne!(mesh_spki(&rec2.mesh_ca), mesh_spki(&rec.mesh_ca));
     assert_eq!(mesh_spki(&rec2.root_ca), mesh_spki(&first.root_ca));
     for (name, x) in [("replica 0", &a), ("replica 1", &b), ("replica 2", &c)] {
