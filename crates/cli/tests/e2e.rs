@@ -10,7 +10,6 @@
 )]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
@@ -20,7 +19,6 @@ use nunki_api::meshapi::NewMeshCertRequest;
 use nunki_api::meshapi::mesh_api_client::MeshApiClient;
 use nunki_atls::cert::AttestingKey;
 use nunki_atls::grpc::{Target, connect};
-use nunki_atls::verify::system_clock;
 use nunki_atls::{ClientIdentity, ServerVerification, SimIssuer};
 use nunki_attestation::sim::SimPlatform;
 use nunki_coordinator::run::{Options, StoreChoice, start};
@@ -130,18 +128,12 @@ async fn set_pod_certificate_verify_with_real_binaries() {
     let manifest_path = dir.join("manifest.json");
     std::fs::write(&manifest_path, manifest.to_json_bytes()).unwrap();
 
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let c = start(Options {
-        issuer: Arc::new(SimIssuer::new(
+        store: StoreChoice::Dir(dir.join("state")),
+        ..Options::loopback(Arc::new(SimIssuer::new(
             platform.clone(),
             HostData(sha256(&coordinator_policy)),
-        )),
-        store: StoreChoice::Dir(dir.join("state")),
-        user_api: any,
-        mesh_api: any,
-        metrics: any,
-        clock: system_clock(),
-        peers: Vec::new(),
+        )))
     })
     .await
     .unwrap();
@@ -249,15 +241,10 @@ async fn set_pod_certificate_verify_with_real_binaries() {
     // A Coordinator run with another policy than the manifest's coordinator entry is refused,
     // naming the failing check.
     c.shutdown().await;
-    let impostor = start(Options {
-        issuer: Arc::new(SimIssuer::new(platform.clone(), HostData([0x66; 32]))),
-        store: StoreChoice::Memory,
-        user_api: any,
-        mesh_api: any,
-        metrics: any,
-        clock: system_clock(),
-        peers: Vec::new(),
-    })
+    let impostor = start(Options::loopback(Arc::new(SimIssuer::new(
+        platform.clone(),
+        HostData([0x66; 32]),
+    ))))
     .await
     .unwrap();
     let o = nunki(vec![
@@ -326,18 +313,12 @@ async fn set_restart_recover_verify_log_with_real_binary() {
     };
     let manifest_path = dir.join("manifest.json");
     std::fs::write(&manifest_path, manifest.to_json_bytes()).unwrap();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let options = || Options {
-        issuer: Arc::new(SimIssuer::new(
+        store: StoreChoice::Dir(dir.join("state")),
+        ..Options::loopback(Arc::new(SimIssuer::new(
             platform.clone(),
             HostData(sha256(&coordinator_policy)),
-        )),
-        store: StoreChoice::Dir(dir.join("state")),
-        user_api: any,
-        mesh_api: any,
-        metrics: any,
-        clock: system_clock(),
-        peers: Vec::new(),
+        )))
     };
 
     let c = start(options()).await.unwrap();

@@ -30,7 +30,7 @@ use nunki_atls::{
     ClientIdentity, HostDataRule, Issuer, ReferenceVerifier, ServerVerification, SimIssuer,
 };
 use nunki_attestation::sim::SimPlatform;
-use nunki_coordinator::run::{Options, StoreChoice, start};
+use nunki_coordinator::run::{Options, start};
 use nunki_manifest::{
     HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role, SnpProduct,
 };
@@ -324,16 +324,7 @@ fn main() {
             workload_owner_key_digests: vec![],
             seedshare_owner_pub_keys: vec![],
         };
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let c = start(Options {
-            issuer: Arc::new(SimIssuer::new(platform.clone(), coord_host)),
-            store: StoreChoice::Memory,
-            user_api: any,
-            mesh_api: any,
-            metrics: any,
-            clock: system_clock(),
-            peers: Vec::new(),
-        })
+        let c = start(Options::loopback(Arc::new(SimIssuer::new(platform.clone(), coord_host))))
         .await
         .unwrap();
         let verifier = Arc::new(ReferenceVerifier::new(&[], &[platform.reference_values()], HostDataRule::OneOf(vec![coord_host]), system_clock()).unwrap());

@@ -46,6 +46,24 @@ pub struct Options {
     pub peers: Vec<String>,
 }
 
+impl Options {
+    /// A single Coordinator on loopback with an in-memory store: every API on an ephemeral
+    /// `127.0.0.1` port (read the bound addresses from [`Running`]), the system clock, no peers.
+    /// For embedding (the demo, tests, benchmarks); change fields with struct update syntax.
+    pub fn loopback(issuer: Arc<dyn Issuer>) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            issuer,
+            store: StoreChoice::Memory,
+            user_api: any,
+            mesh_api: any,
+            metrics: any,
+            clock: nunki_atls::verify::system_clock(),
+            peers: Vec::new(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Options")

@@ -7,7 +7,6 @@
 )]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use nunki_atls::grpc::{Target, connect};
 use nunki_atls::verify::system_clock;
 use nunki_atls::{ClientIdentity, HostDataRule, ReferenceVerifier, ServerVerification, SimIssuer};
 use nunki_attestation::sim::SimPlatform;
-use nunki_coordinator::run::{Options, StoreChoice, start};
+use nunki_coordinator::run::{Options, start};
 use nunki_manifest::{HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role};
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -61,17 +60,11 @@ async fn initializer_writes_the_mesh_files() {
         workload_owner_key_digests: vec![],
         seedshare_owner_pub_keys: vec![],
     };
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let coordinator_host = HostData(sha256(&coordinator_policy));
-    let c = start(Options {
-        issuer: Arc::new(SimIssuer::new(platform.clone(), coordinator_host)),
-        store: StoreChoice::Memory,
-        user_api: any,
-        mesh_api: any,
-        metrics: any,
-        clock: system_clock(),
-        peers: Vec::new(),
-    })
+    let c = start(Options::loopback(Arc::new(SimIssuer::new(
+        platform.clone(),
+        coordinator_host,
+    ))))
     .await
     .unwrap();
 
@@ -166,16 +159,10 @@ async fn unlisted_policy_gives_up_with_the_reason() {
         )
         .unwrap(),
     );
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let c = start(Options {
-        issuer: Arc::new(SimIssuer::new(platform.clone(), HostData([1; 32]))),
-        store: StoreChoice::Memory,
-        user_api: any,
-        mesh_api: any,
-        metrics: any,
-        clock: system_clock(),
-        peers: Vec::new(),
-    })
+    let c = start(Options::loopback(Arc::new(SimIssuer::new(
+        platform.clone(),
+        HostData([1; 32]),
+    ))))
     .await
     .unwrap();
     let err = nunki_initializer::request(

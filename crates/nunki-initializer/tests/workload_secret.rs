@@ -10,7 +10,6 @@
 )]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use nunki_atls::grpc::{Target, connect};
 use nunki_atls::verify::system_clock;
 use nunki_atls::{ClientIdentity, HostDataRule, ReferenceVerifier, ServerVerification, SimIssuer};
 use nunki_attestation::sim::SimPlatform;
-use nunki_coordinator::run::{Options, StoreChoice, start};
+use nunki_coordinator::run::{Options, start};
 use nunki_initializer::{RequestOptions, request, write_files};
 use nunki_manifest::{HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role};
 
@@ -69,17 +68,11 @@ async fn workload_secrets_follow_the_id() {
         workload_owner_key_digests: vec![],
         seedshare_owner_pub_keys: vec![],
     };
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let coordinator_host = HostData(sha256(&coordinator_policy));
-    let c = start(Options {
-        issuer: Arc::new(SimIssuer::new(platform.clone(), coordinator_host)),
-        store: StoreChoice::Memory,
-        user_api: any,
-        mesh_api: any,
-        metrics: any,
-        clock: system_clock(),
-        peers: Vec::new(),
-    })
+    let c = start(Options::loopback(Arc::new(SimIssuer::new(
+        platform.clone(),
+        coordinator_host,
+    ))))
     .await
     .unwrap();
     let verifier = Arc::new(

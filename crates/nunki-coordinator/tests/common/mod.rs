@@ -132,15 +132,9 @@ impl Deployment {
 }
 
 pub async fn coordinator(store: StoreChoice, host: HostData) -> Result<Running, String> {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     start(Options {
-        issuer: Arc::new(SimIssuer::new(sim(), host)),
         store,
-        user_api: any,
-        mesh_api: any,
-        metrics: any,
-        clock: system_clock(),
-        peers: Vec::new(),
+        ..Options::loopback(Arc::new(SimIssuer::new(sim(), host)))
     })
     .await
 }

@@ -22,7 +22,7 @@ use nunki_atls::grpc::{Target, connect};
 use nunki_atls::verify::system_clock;
 use nunki_atls::{ClientIdentity, HostDataRule, ReferenceVerifier, ServerVerification, SimIssuer};
 use nunki_attestation::sim::SimPlatform;
-use nunki_coordinator::run::{Options, Running, StoreChoice, start};
+use nunki_coordinator::run::{Options, Running, start};
 use nunki_manifest::{HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
@@ -112,18 +112,12 @@ impl World {
 
     /// Starts a Coordinator whose mesh API listens on `mesh_api` (port 0: any).
     pub async fn start_coordinator(&self, mesh_api: SocketAddr) -> Running {
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         start(Options {
-            issuer: Arc::new(SimIssuer::new(
+            mesh_api,
+            ..Options::loopback(Arc::new(SimIssuer::new(
                 self.platform.clone(),
                 self.coordinator_host(),
-            )),
-            store: StoreChoice::Memory,
-            user_api: any,
-            mesh_api,
-            metrics: any,
-            clock: system_clock(),
-            peers: Vec::new(),
+            )))
         })
         .await
         .unwrap()
