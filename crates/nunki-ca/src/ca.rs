@@ -126,10 +126,11 @@ impl Ca {
         })
     }
 
-    /// Whether this CA's mesh key is `mesh_key_pkcs8` (compared in constant time).
+    /// Whether `mesh_key_pkcs8` (PKCS#8 DER) is this CA's mesh key: their public keys are
+    /// compared. False for anything that is not a P-384 PKCS#8 key.
     pub fn has_mesh_key(&self, mesh_key_pkcs8: &[u8]) -> bool {
-        aws_lc_rs::constant_time::verify_slices_are_equal(self.mesh_key.der_bytes(), mesh_key_pkcs8)
-            .is_ok()
+        CaKey::from_pkcs8(mesh_key_pkcs8, CaKeyRole::Mesh)
+            .is_ok_and(|k| k.der_bytes() == self.mesh_key.der_bytes())
     }
 
     /// The root CA certificate, PEM (`coordinator-root-ca.pem`).
@@ -508,6 +509,23 @@ mod tests {
         assert_validity(&mesh, 10);
         assert_serial_ok(&mesh);
         assert_ne!(mesh.raw_serial(), intermediate.raw_serial());
+    }
+
+    #[test]
+    fn has_mesh_key_compares_the_key() {
+        let k = keys();
+        let ca = Ca::new(&k.root, &k.mesh, now()).unwrap();
+        assert!(ca.has_mesh_key(&k.mesh));
+        assert!(!ca.has_mesh_key(&k.root));
+        let other = keys();
+        assert!(!ca.has_mesh_key(&other.mesh));
+        assert!(!ca.has_mesh_key(b"not a key"));
+        // A CA rebuilt from the same keys (new serials) has the same mesh key.
+        assert!(
+            Ca::new(&k.root, &k.mesh, now())
+                .unwrap()
+                .has_mesh_key(&k.mesh)
+        );
     }
 
     #[test]

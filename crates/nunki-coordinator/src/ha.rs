@@ -164,7 +164,7 @@ pub async fn follow(
         }
         let mesh_changed = async {
             match mesh_watch.as_mut() {
-                Some((_, w)) => w.next().await.is_some(),
+                Some((_, w)) => w.next().await,
                 None => std::future::pending().await,
             }
         };
@@ -181,12 +181,16 @@ pub async fn follow(
                     watch = store.watch(&key);
                 }
             },
-            alive = mesh_changed => {
-                if alive {
+            item = mesh_changed => match item {
+                Some(Ok(_)) => {
                     if let Err(e) = coord.observe_mesh_key().await {
                         tracing::error!(error = %e, "following the stored mesh CA key");
                     }
-                } else {
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "watching the stored mesh CA key");
+                }
+                None => {
                     // The watch ended: make a new one on the next round.
                     mesh_watch = None;
                     tokio::time::sleep(PEER_INTERVAL).await;

@@ -437,7 +437,19 @@ impl History {
 
 /// Directory of wrapped mesh CA keys, one per transition (`mesh-ca/<transition hex>`).
 pub const MESH_CA: &str = "mesh-ca";
-const MESH_KEY_AAD: &[u8] = b"nunki/mesh-ca-key/v1";
+const MESH_KEY_AAD: &[u8] = b"nunki/mesh-ca-key/v2";
+const EPOCH_LEN: usize = 8;
+
+/// A transition's mesh CA key with its epoch: 0 for the key made with the transition, one more
+/// for every owner recovery that replaced it. Replicas only ever move to a higher epoch, so an
+/// older (still validly wrapped) key written back into the store is refused.
+#[derive(Debug)]
+pub struct MeshKey {
+    /// How often the key of this transition was replaced.
+    pub epoch: u64,
+    /// PKCS#8 DER of the P-384 key.
+    pub pkcs8: zeroize::Zeroizing<Vec<u8>>,
+}
 const GCM_NONCE_LEN: usize = 12;
 
 impl History {
@@ -446,14 +458,17 @@ impl History {
         Ok(StoreKey::new(MESH_CA, &transition.to_hex())?)
     }
 
-    /// Stores the mesh CA key of `transition`, AES-256-GCM-wrapped with `wrap_key` (derived
-    /// from the seed), so every replica that holds the seed serves the same mesh CA. Replaces an
-    /// earlier key of the same transition (a recovery makes a new mesh CA).
+    /// Stores the mesh CA key of `transition` at `epoch`, AES-256-GCM-wrapped with `wrap_key`
+    /// (derived from the seed; transition and epoch are bound as associated data), so every
+    /// replica that holds the seed serves the same mesh CA. Stored as `epoch (8 bytes, big
+    /// endian) || nonce || ciphertext`. Replaces an earlier key of the same transition (an owner
+    /// recovery makes a new mesh CA at the next epoch).
     pub async fn set_mesh_key(
         &self,
         transition: &TransitionHash,
         wrap_key: &[u8; 32],
         pkcs8: &[u8],
+        epoch: u64,
     ) -> Result<(), HistoryError> {
         use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
         use aws_lc_rs::rand::SecureRandom as _;
@@ -470,7 +485,7 @@ impl History {
             UnboundKey::new(&AES_256_GCM, wrap_key).map_err(|_| fail("bad wrap key"))?,
         );
         let mut data = zeroize::Zeroizing::new(pkcs8.to_vec());
-        let aad = [MESH_KEY_AAD, transition.as_bytes()].concat();
+        let aad = [MESH_KEY_AAD, transition.as_bytes(), &epoch.to_be_bytes()].concat();
         sealing
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -478,19 +493,21 @@ impl History {
                 &mut *data,
             )
             .map_err(|_| fail("sealing the mesh CA key failed"))?;
-        let mut out = nonce.to_vec();
+        let mut out = epoch.to_be_bytes().to_vec();
+        out.extend_from_slice(&nonce);
         out.extend_from_slice(&data);
         self.store.set(&key, &out).await?;
         Ok(())
     }
 
-    /// The mesh CA key of `transition`, unwrapped; None if none was stored. A value that does
-    /// not decrypt with `wrap_key` is an error naming its location.
+    /// The mesh CA key of `transition` with its epoch, unwrapped; None if none was stored. A
+    /// value that does not decrypt with `wrap_key` (or whose epoch was altered) is an error
+    /// naming its location.
     pub async fn mesh_key(
         &self,
         transition: &TransitionHash,
         wrap_key: &[u8; 32],
-    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, HistoryError> {
+    ) -> Result<Option<MeshKey>, HistoryError> {
         use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
         let key = Self::mesh_key_location(transition)?;
         let Some(bytes) = self.store.get(&key).await? else {
@@ -500,7 +517,11 @@ impl History {
             location: self.location(&key),
             reason: reason.to_string(),
         };
-        let (nonce, sealed) = bytes
+        let (epoch, rest) = bytes
+            .split_at_checked(EPOCH_LEN)
+            .ok_or_else(|| fail("too short for a wrapped key"))?;
+        let epoch = u64::from_be_bytes(epoch.try_into().map_err(|_| fail("bad epoch"))?);
+        let (nonce, sealed) = rest
             .split_at_checked(GCM_NONCE_LEN)
             .ok_or_else(|| fail("too short for a wrapped key"))?;
         let nonce: [u8; GCM_NONCE_LEN] = nonce.try_into().map_err(|_| fail("bad nonce"))?;
@@ -508,14 +529,17 @@ impl History {
             UnboundKey::new(&AES_256_GCM, wrap_key).map_err(|_| fail("bad wrap key"))?,
         );
         let mut data = zeroize::Zeroizing::new(sealed.to_vec());
-        let aad = [MESH_KEY_AAD, transition.as_bytes()].concat();
+        let aad = [MESH_KEY_AAD, transition.as_bytes(), &epoch.to_be_bytes()].concat();
         let plain = opening
             .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut data)
             .map_err(|_| {
                 fail("the wrapped mesh CA key does not decrypt with this deployment's seed (altered?)")
             })?
             .to_vec();
-        Ok(Some(zeroize::Zeroizing::new(plain)))
+        Ok(Some(MeshKey {
+            epoch,
+            pkcs8: zeroize::Zeroizing::new(plain),
+        }))
     }
 }
 

@@ -63,6 +63,8 @@ pub struct State {
     pub generation: u64,
     /// Verifier for pods under this manifest.
     pub mesh_verifier: Arc<ReferenceVerifier>,
+    /// Epoch of the mesh CA key of `latest` (see [`crate::history::MeshKey`]).
+    pub mesh_epoch: u64,
 }
 
 /// The Coordinator's status.
@@ -450,7 +452,7 @@ impl Coordinator {
         let hash = self.history.set_transition(&transition).await?;
         // Before the latest pointer moves, so a replica that sees the new transition finds it.
         self.history
-            .set_mesh_key(&hash, &*keys.mesh_wrap_key()?, &mesh_key)
+            .set_mesh_key(&hash, &*keys.mesh_wrap_key()?, &mesh_key, 0)
             .await?;
         let latest = LatestTransition {
             hash,
@@ -467,7 +469,7 @@ impl Coordinator {
             self.install_keys(keys);
         }
         let generation = previous.as_ref().map_or(1, |s| s.generation + 1);
-        self.become_ready(parsed, ca.clone(), latest, generation, mesh_verifier);
+        self.become_ready(parsed, ca.clone(), latest, generation, mesh_verifier, 0);
         self.metrics.manifests_set.inc();
         tracing::info!(manifest = %manifest_hash, transition = %hash, generation, "manifest set");
         Ok(SetResult {
@@ -508,6 +510,7 @@ impl Coordinator {
         latest: LatestTransition,
         generation: u64,
         mesh_verifier: Arc<ReferenceVerifier>,
+        mesh_epoch: u64,
     ) {
         let state = Arc::new(State {
             manifest: Arc::new(parsed),
@@ -515,6 +518,7 @@ impl Coordinator {
             latest,
             generation,
             mesh_verifier,
+            mesh_epoch,
         });
         match self.status.write() {
             Ok(mut s) => *s = Status::Ready(state),
@@ -642,17 +646,26 @@ impl Coordinator {
                 }
             )));
         }
-        // A recovery by an owner makes a new mesh CA (its key replaces the stored one).
+        // A recovery by an owner makes a new mesh CA: its key replaces the stored one at the
+        // next epoch, so ready replicas switch to it and never back.
+        let wrap = keys.mesh_wrap_key()?;
+        let epoch = match self.history.mesh_key(&latest.hash, &wrap).await? {
+            Some(k) => k
+                .epoch
+                .checked_add(1)
+                .ok_or_else(|| CoordError::Internal("the mesh CA key epoch is exhausted".into()))?,
+            None => 0,
+        };
         let mesh_key =
             nunki_ca::generate_p384_pkcs8().map_err(|e| CoordError::Internal(e.to_string()))?;
         let mesh_verifier = self.mesh_verifier_for(&parsed)?;
         let ca = self.new_ca(&keys, &mesh_key)?;
         self.history
-            .set_mesh_key(&latest.hash, &*keys.mesh_wrap_key()?, &mesh_key)
+            .set_mesh_key(&latest.hash, &wrap, &mesh_key, epoch)
             .await?;
         self.install_keys(keys);
         let manifest_hash = parsed.hash();
-        self.become_ready(parsed, ca.clone(), latest.clone(), 1, mesh_verifier);
+        self.become_ready(parsed, ca.clone(), latest.clone(), 1, mesh_verifier, epoch);
         tracing::info!(manifest = %manifest_hash, transition = %latest.hash, "recovered");
         Ok(RecoverResult {
             root_ca: ca.root_pem().to_string(),
@@ -715,20 +728,22 @@ impl Coordinator {
             let keys = Arc::new(Keys::new(seed, salt)?);
             let (latest, parsed) = self.check_seed(&keys).await?;
             let wrap = keys.mesh_wrap_key()?;
-            let mesh_key = match self.history.mesh_key(&latest.hash, &wrap).await? {
-                Some(k) => k,
+            let (mesh_key, epoch) = match self.history.mesh_key(&latest.hash, &wrap).await? {
+                Some(k) => (k.pkcs8, k.epoch),
                 None => {
                     let k = nunki_ca::generate_p384_pkcs8()
                         .map_err(|e| CoordError::Internal(e.to_string()))?;
-                    self.history.set_mesh_key(&latest.hash, &wrap, &k).await?;
-                    k
+                    self.history
+                        .set_mesh_key(&latest.hash, &wrap, &k, 0)
+                        .await?;
+                    (k, 0)
                 }
             };
             let mesh_verifier = self.mesh_verifier_for(&parsed)?;
             let ca = self.new_ca(&keys, &mesh_key)?;
             self.install_keys(keys);
             let manifest = parsed.hash();
-            self.become_ready(parsed, ca, latest.clone(), 1, mesh_verifier);
+            self.become_ready(parsed, ca, latest.clone(), 1, mesh_verifier, epoch);
             Ok::<_, CoordError>((manifest, latest.hash))
         }
         .await;
@@ -874,7 +889,7 @@ impl Coordinator {
                 ))
             })?;
         let mesh_verifier = self.mesh_verifier_for(&parsed)?;
-        let ca = self.new_ca(&keys, &mesh_key)?;
+        let ca = self.new_ca(&keys, &mesh_key.pkcs8)?;
         let manifest = parsed.hash();
         self.become_ready(
             parsed,
@@ -882,6 +897,7 @@ impl Coordinator {
             latest.clone(),
             state.generation + 1,
             mesh_verifier,
+            mesh_key.epoch,
         );
         tracing::info!(%manifest, transition = %latest.hash, "followed a manifest set by another replica");
         Ok(())
@@ -896,23 +912,31 @@ impl Coordinator {
             return Ok(());
         };
         let keys = self.keys()?;
-        let Some(mesh_key) = self
+        let Some(stored) = self
             .history
             .mesh_key(&state.latest.hash, &*keys.mesh_wrap_key()?)
             .await?
         else {
             return Ok(());
         };
-        if state.ca.has_mesh_key(&mesh_key) {
+        if stored.epoch <= state.mesh_epoch {
+            if stored.epoch < state.mesh_epoch || !state.ca.has_mesh_key(&stored.pkcs8) {
+                // Only an older key, validly wrapped, written back: refuse to go back.
+                return Err(CoordError::Internal(format!(
+                    "refusing the stored mesh CA key of transition {} (epoch {}): this replica serves epoch {} (was the store rolled back?)",
+                    state.latest.hash, stored.epoch, state.mesh_epoch
+                )));
+            }
             return Ok(());
         }
-        let ca = self.new_ca(&keys, &mesh_key)?;
+        let ca = self.new_ca(&keys, &stored.pkcs8)?;
         self.become_ready(
             (*state.manifest).clone(),
             ca,
             state.latest.clone(),
             state.generation,
             state.mesh_verifier.clone(),
+            stored.epoch,
         );
         tracing::info!(transition = %state.latest.hash, "switched to the mesh CA another replica's recovery made");
         Ok(())

@@ -261,6 +261,9 @@ async fn three_replicas_share_one_store() {
 
     // An owner recovers a third replica that has no peers configured while 0 and 1 are ready:
     // its recovery makes a new mesh CA, and the ready replicas switch to it (one mesh CA).
+    let transition = latest(&a).unwrap();
+    let mesh_key_at = nunki_coordinator::history::History::mesh_key_location(&transition).unwrap();
+    let retired_blob = cluster.store.get(&mesh_key_at).await.unwrap().unwrap();
     let c = cluster.start_replica(2, Vec::new()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(matches!(c.coordinator.status(), Status::Recovery { .. }));
@@ -280,6 +283,23 @@ async fn three_replicas_share_one_store() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    // Someone who can write the store puts the retired (still validly wrapped) key back: the
+    // replicas refuse to go back to it.
+    cluster
+        .store
+        .set(&mesh_key_at, &retired_blob)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (name, x) in [("replica 0", &a), ("replica 1", &b), ("replica 2", &c)] {
+        let (_, cert) = pod(x.mesh_api, web(&d2)).await.unwrap();
+        assert_eq!(
+            mesh_spki(&cert.mesh_ca),
+            mesh_spki(&rec2.mesh_ca),
+            "{name} went back to a retired mesh CA"
+        );
     }
     c.shutdown().await;
     b.shutdown().await;
