@@ -1,7 +1,7 @@
 //! The Coordinator's state machine: uninitialized → ready (after the first manifest) and
 //! recovery mode (history on disk, but no key material in memory after a restart).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use nunki_atls::verify::Clock;
@@ -154,7 +154,7 @@ pub struct Coordinator {
     /// or given back by `Recover`. Held in memory only: after a restart the Coordinator is in
     /// recovery mode until a seed-share owner recovers it.
     keys: std::sync::Mutex<Option<Arc<Keys>>>,
-    audit_limit: std::sync::Mutex<RefusalLimiter>,
+    audit_limit: std::sync::Mutex<RefusalLimiters>,
     seed_source: std::sync::OnceLock<Arc<dyn SeedSource>>,
     metrics: Arc<Metrics>,
 }
@@ -213,10 +213,10 @@ impl Keys {
 }
 
 /// Refused operations are recorded in the audit log at most [`RefusalLimiter::BURST`] at a
-/// time, refilled at one per [`RefusalLimiter::REFILL`]; the rest are counted and the count goes
-/// into the next record. A client hammering the API adds at most 1,440 records a day (one a
-/// minute) instead of one per request: the store (ConfigMaps with `--store kubernetes`) and
-/// `GetAuditLog` stay small.
+/// time per source, refilled at one per [`RefusalLimiter::REFILL`]; the rest are counted and the
+/// count goes into the next record. A client hammering the API adds at most 1,440 records a day
+/// (one a minute) instead of one per request: the store (ConfigMaps with `--store kubernetes`)
+/// and `GetAuditLog` stay small.
 #[derive(Debug)]
 struct RefusalLimiter {
     tokens: f64,
@@ -236,11 +236,6 @@ impl RefusalLimiter {
         }
     }
 
-    /// Whether a refusal may be recorded now.
-    fn admit(&mut self) -> bool {
-        self.admit_at(std::time::Instant::now())
-    }
-
     fn admit_at(&mut self, now: std::time::Instant) -> bool {
         let refill = now.duration_since(self.last).as_secs_f64() / Self::REFILL.as_secs_f64();
         self.tokens = (self.tokens + refill).min(Self::BURST);
@@ -252,6 +247,61 @@ impl RefusalLimiter {
             self.suppressed = self.suppressed.saturating_add(1);
             false
         }
+    }
+}
+
+/// Who a refused operation came from, for rate limiting its audit records: keys the manifest
+/// lists (workload owners for SetManifest, seed-share owners for Recover) each have their own
+/// bucket, so strangers hammering the API cannot hide an owner's refused attempt; peer
+/// recoveries have one; everyone else shares one (client keys cost nothing to make).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RefusalSource {
+    Listed(String),
+    Peer,
+    Other,
+}
+
+/// The refusal buckets of [`RefusalSource`].
+#[derive(Debug)]
+struct RefusalLimiters {
+    other: RefusalLimiter,
+    peer: RefusalLimiter,
+    listed: HashMap<String, RefusalLimiter>,
+}
+
+impl RefusalLimiters {
+    /// Listed keys tracked at most (a manifest lists few); beyond, they share `other`.
+    const MAX_LISTED: usize = 1024;
+
+    fn new() -> Self {
+        Self {
+            other: RefusalLimiter::new(),
+            peer: RefusalLimiter::new(),
+            listed: HashMap::new(),
+        }
+    }
+
+    fn admit_at(&mut self, source: RefusalSource, now: std::time::Instant) -> bool {
+        let limiter = match source {
+            RefusalSource::Peer => &mut self.peer,
+            RefusalSource::Listed(k)
+                if self.listed.len() < Self::MAX_LISTED || self.listed.contains_key(&k) =>
+            {
+                self.listed.entry(k).or_insert_with(RefusalLimiter::new)
+            }
+            RefusalSource::Listed(_) | RefusalSource::Other => &mut self.other,
+        };
+        limiter.admit_at(now)
+    }
+
+    /// Refusals left out of the log since the last record, from every source; resets them.
+    fn take_suppressed(&mut self) -> u64 {
+        let mut n = std::mem::take(&mut self.other.suppressed)
+            .saturating_add(std::mem::take(&mut self.peer.suppressed));
+        for l in self.listed.values_mut() {
+            n = n.saturating_add(std::mem::take(&mut l.suppressed));
+        }
+        n
     }
 }
 
@@ -293,7 +343,7 @@ impl Coordinator {
             status: RwLock::new(status),
             set_lock: tokio::sync::Mutex::new(()),
             keys: std::sync::Mutex::new(None),
-            audit_limit: std::sync::Mutex::new(RefusalLimiter::new()),
+            audit_limit: std::sync::Mutex::new(RefusalLimiters::new()),
             seed_source: std::sync::OnceLock::new(),
             metrics,
         })
@@ -970,6 +1020,33 @@ impl Coordinator {
         .await;
     }
 
+    /// Whether `digest` is a key the manifest lists for `operation`: a workload owner
+    /// (SetManifest, SHA-256 of the SPKI) or a seed-share owner (Recover); the served manifest,
+    /// or in recovery mode the stored latest one.
+    async fn is_listed_key(&self, operation: AuditOperation, digest: &str) -> bool {
+        let manifest = match self.status() {
+            Status::Ready(s) => Some(s.manifest.clone()),
+            _ => self.history.latest_manifest().await.ok().flatten().map(Arc::new),
+        };
+        let Some(m) = manifest else {
+            return false;
+        };
+        match operation {
+            AuditOperation::SetManifest => m
+                .manifest()
+                .workload_owner_key_digests
+                .iter()
+                .any(|d| d.to_hex().eq_ignore_ascii_case(digest)),
+            AuditOperation::Recover => m
+                .manifest()
+                .seedshare_owner_pub_keys
+                .iter()
+                .filter_map(|k| hex::decode(k).ok())
+                .filter_map(|der| nunki_ca::seedshare_owner_key_digest(&der).ok())
+                .any(|o| o.eq_ignore_ascii_case(digest)),
+        }
+    }
+
     async fn audit_with_peer(
         &self,
         operation: AuditOperation,
@@ -979,14 +1056,28 @@ impl Coordinator {
         transition: Option<TransitionHash>,
         peer: Option<String>,
     ) {
+        let source = match (&peer, error) {
+            (_, None) => None,
+            (Some(_), Some(_)) => Some(RefusalSource::Peer),
+            (None, Some(_)) => Some(
+                match &client_key_digest {
+                    Some(d) if self.is_listed_key(operation, d).await => {
+                        RefusalSource::Listed(d.to_ascii_lowercase())
+                    }
+                    _ => RefusalSource::Other,
+                },
+            ),
+        };
         let suppressed = {
             let Ok(mut limit) = self.audit_limit.lock() else {
                 return;
             };
-            if error.is_some() && !limit.admit() {
+            if let Some(source) = source
+                && !limit.admit_at(source, std::time::Instant::now())
+            {
                 return;
             }
-            std::mem::take(&mut limit.suppressed)
+            limit.take_suppressed()
         };
         let time = time::OffsetDateTime::from((self.clock)())
             .format(&time::format_description::well_known::Rfc3339)
@@ -1214,5 +1305,28 @@ mod tests {
         let later = start + Duration::from_secs(86_400 + 3_600);
         let burst = (0..100).filter(|_| l.admit_at(later)).count();
         assert_eq!(burst, 20);
+    }
+
+    #[test]
+    fn strangers_cannot_hide_an_owners_refusal() {
+        let mut l = RefusalLimiters::new();
+        let t0 = std::time::Instant::now();
+        // Strangers use up the shared bucket.
+        let strangers = (0..500)
+            .filter(|_| l.admit_at(RefusalSource::Other, t0))
+            .count();
+        assert_eq!(strangers, 20);
+        // A listed owner's refusal and a peer recovery failure are still recorded.
+        assert!(l.admit_at(RefusalSource::Listed("aa".into()), t0));
+        assert!(l.admit_at(RefusalSource::Peer, t0));
+        // The next record carries every refusal left out.
+        assert_eq!(l.take_suppressed(), 480);
+        assert_eq!(l.take_suppressed(), 0);
+        // Listed buckets are bounded: past the cap, new keys share the strangers' bucket.
+        for i in 0..RefusalLimiters::MAX_LISTED {
+            l.admit_at(RefusalSource::Listed(format!("k{i}")), t0);
+        }
+        assert!(l.listed.len() <= RefusalLimiters::MAX_LISTED);
+        assert!(!l.admit_at(RefusalSource::Listed("one-too-many".into()), t0));
     }
 }
