@@ -208,6 +208,20 @@ pub struct GrpcConnection {
     send: SendRequest<tonic::body::Body>,
     authority: http::uri::Authority,
     timeout: Option<Duration>,
+    failure: Failure,
+    addr: String,
+}
+
+/// Records that the connection to `addr` is gone (unless a reason is recorded already) and
+/// returns the error calls fail with: `Unavailable`, saying that no new connection is made.
+fn connection_lost(failure: &Failure, addr: &str) -> CallError {
+    let mut f = failure
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let e = f.get_or_insert_with(|| ConnectError::ConnectionLost {
+        addr: addr.to_string(),
+    });
+    Box::new(tonic::Status::unavailable(e.to_string()))
 }
 
 /// What a call on a [`GrpcConnection`] fails with (tonic turns it into a `Status`).
@@ -220,7 +234,12 @@ impl tower::Service<http::Request<tonic::body::Body>> for GrpcConnection {
         Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.send.poll_ready(cx).map_err(Into::into)
+        // A closed connection is reported by `call` (tonic turns readiness errors into
+        // `Unknown`, call errors keep their status): ready either way.
+        match self.send.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+        }
     }
 
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
@@ -238,11 +257,20 @@ impl tower::Service<http::Request<tonic::body::Body>> for GrpcConnection {
         *req.uri_mut() = uri;
         let call = self.send.send_request(req);
         let timeout = self.timeout;
+        let (send, failure, addr) = (self.send.clone(), self.failure.clone(), self.addr.clone());
+        // A call that failed because the connection is gone says so (not hyper's "closed").
+        let failed = move |e: hyper::Error| -> CallError {
+            if send.is_closed() {
+                connection_lost(&failure, &addr)
+            } else {
+                e.into()
+            }
+        };
         Box::pin(async move {
             match timeout {
-                None => call.await.map_err(Into::into),
+                None => call.await.map_err(failed),
                 Some(t) => match tokio::time::timeout(t, call).await {
-                    Ok(r) => r.map_err(Into::into),
+                    Ok(r) => r.map_err(failed),
                     Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
                         "no answer within {} s",
                         t.as_secs_f32()
@@ -320,16 +348,18 @@ pub async fn connect(target: &Target) -> Result<AtlsChannel, ConnectError> {
         if let Err(e) = connection.await {
             tracing::debug!(%addr, error = %error_chain(&e), "gRPC connection ended");
         }
-        *record
+        record
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(ConnectError::ConnectionLost { addr });
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(ConnectError::ConnectionLost { addr });
     });
     Ok(AtlsChannel {
         service: GrpcConnection {
             send,
             authority,
             timeout: target.rpc_timeout,
+            failure: failure.clone(),
+            addr: target.addr.clone(),
         },
         config,
         failure,

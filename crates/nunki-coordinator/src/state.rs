@@ -1026,7 +1026,13 @@ impl Coordinator {
     async fn is_listed_key(&self, operation: AuditOperation, digest: &str) -> bool {
         let manifest = match self.status() {
             Status::Ready(s) => Some(s.manifest.clone()),
-            _ => self.history.latest_manifest().await.ok().flatten().map(Arc::new),
+            _ => self
+                .history
+                .latest_manifest()
+                .await
+                .ok()
+                .flatten()
+                .map(Arc::new),
         };
         let Some(m) = manifest else {
             return false;
@@ -1059,14 +1065,12 @@ impl Coordinator {
         let source = match (&peer, error) {
             (_, None) => None,
             (Some(_), Some(_)) => Some(RefusalSource::Peer),
-            (None, Some(_)) => Some(
-                match &client_key_digest {
-                    Some(d) if self.is_listed_key(operation, d).await => {
-                        RefusalSource::Listed(d.to_ascii_lowercase())
-                    }
-                    _ => RefusalSource::Other,
-                },
-            ),
+            (None, Some(_)) => Some(match &client_key_digest {
+                Some(d) if self.is_listed_key(operation, d).await => {
+                    RefusalSource::Listed(d.to_ascii_lowercase())
+                }
+                _ => RefusalSource::Other,
+            }),
         };
         let suppressed = {
             let Ok(mut limit) = self.audit_limit.lock() else {

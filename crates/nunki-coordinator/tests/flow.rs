@@ -481,3 +481,38 @@ async fn idle_connections_do_not_block_handshakes() {
     drop(idle);
     c.shutdown().await;
 }
+
+/// A call on a channel whose connection is gone fails with Unavailable and the channel says why
+/// (the client never reconnects: answers must come over the attested connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_after_the_connection_is_gone_says_so() {
+    let owner = Arc::new(AttestingKey::generate().unwrap());
+    let d = Deployment::new(owner, "web.default.svc");
+    let c = coordinator(StoreChoice::Memory, d.coordinator_host_data())
+        .await
+        .unwrap();
+    let ch = user_channel(c.user_api, d.coordinator_host_data(), None)
+        .await
+        .unwrap();
+    UserApiClient::new(ch.channel())
+        .set_manifest(d.request(None))
+        .await
+        .unwrap();
+    assert!(ch.failure().is_none());
+    c.shutdown().await;
+    let st = UserApiClient::new(ch.channel())
+        .get_manifests(GetManifestsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Unavailable, "{st:?}");
+    assert!(
+        st.message().contains("not reconnecting"),
+        "{}",
+        st.message()
+    );
+    assert!(
+        matches!(ch.failure(), Some(ConnectError::ConnectionLost { .. })),
+        "{:?}",
+        ch.failure()
+    );
+}

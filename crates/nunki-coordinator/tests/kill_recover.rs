@@ -57,6 +57,14 @@ struct Proc {
     log: std::path::PathBuf,
 }
 
+impl Drop for Proc {
+    /// A failing test must not leave a Coordinator running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn spawn(state: &Path, sim: &Path, d: &Deployment) -> Proc {
     let (u, m, x) = (free_port(), free_port(), free_port());
     // Each start logs to its own file so that a failed start can be explained.
@@ -290,6 +298,4 @@ async fn sigkill_during_200_set_manifest_calls() {
         acknowledged.len(),
         served.len()
     );
-    let _ = p.child.kill();
-    let _ = p.child.wait();
 }

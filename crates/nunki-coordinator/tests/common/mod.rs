@@ -159,11 +159,17 @@ pub async fn user_channel_for(
             .unwrap(),
     );
     let identity = key.map_or(ClientIdentity::None, ClientIdentity::Key);
-    connect(&Target::new(
-        addr.to_string(),
-        ServerVerification::Verify(verifier),
-        identity,
-    ))
+    // Bounded, so that a test polling for a Coordinator cannot hang on a port someone else got.
+    connect(
+        &Target::new(
+            addr.to_string(),
+            ServerVerification::Verify(verifier),
+            identity,
+        )
+        .tcp_timeout(std::time::Duration::from_secs(5))
+        .handshake_timeout(std::time::Duration::from_secs(20))
+        .rpc_timeout(std::time::Duration::from_secs(60)),
+    )
     .await
 }
 
