@@ -238,15 +238,26 @@ fn accept_loop(
     resolver: Arc<AttestingCertResolver>,
     api: Arc<dyn ApiTls>,
     tx: mpsc::Sender<io::Result<AtlsIo>>,
+    stop: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let Ok(conn_permit) = connections.clone().acquire_owned().await else {
-                break;
+            // On shutdown the listener closes at once (new clients are refused and can try
+            // another replica) while tonic drains the connections it has.
+            let conn_permit = tokio::select! {
+                () = stop.clone() => break,
+                p = connections.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
             };
-            let (tcp, addr) = match listener.accept().await {
+            let accepted = tokio::select! {
+                () = stop.clone() => break,
+                a = listener.accept() => a,
+            };
+            let (tcp, addr) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -322,6 +333,14 @@ fn accept_loop(
     })
 }
 
+/// The shutdown signal, shared by the accept loop and tonic's graceful drain.
+type Shutdown = futures_util::future::Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>;
+
+fn shared_shutdown(shutdown: impl Future<Output = ()> + Send + 'static) -> Shutdown {
+    use futures_util::FutureExt as _;
+    (Box::pin(shutdown) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>).shared()
+}
+
 /// Stops an accept loop and waits until its listener is closed, so that a restart in the same
 /// process can bind the port again at once.
 async fn stop_accepting(accept: tokio::task::JoinHandle<()>) {
@@ -337,7 +356,8 @@ pub async fn serve_user_api(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<io::Result<AtlsIo>>(256);
-    let accept = accept_loop(listener, resolver, Arc::new(UserTls), tx);
+    let shutdown = shared_shutdown(shutdown);
+    let accept = accept_loop(listener, resolver, Arc::new(UserTls), tx, shutdown.clone());
     let svc = UserApiServer::new(UserApi::new(coord))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -358,6 +378,7 @@ pub async fn serve_mesh_api(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<io::Result<AtlsIo>>(1024);
+    let shutdown = shared_shutdown(shutdown);
     let accept = accept_loop(
         listener,
         resolver,
@@ -365,6 +386,7 @@ pub async fn serve_mesh_api(
             coord: coord.clone(),
         }),
         tx,
+        shutdown.clone(),
     );
     let r = grpc_server()
         .add_service(MeshApiServer::new(MeshApi::new(coord)))
