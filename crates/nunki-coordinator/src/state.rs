@@ -305,6 +305,17 @@ impl RefusalLimiters {
     }
 }
 
+/// SHA-256 digests (hex) of the seed-share owner keys a manifest lists; entries that do not
+/// decode are left out (validation refuses such manifests before they are stored).
+fn seedshare_owner_digests(m: &ParsedManifest) -> Vec<String> {
+    m.manifest()
+        .seedshare_owner_pub_keys
+        .iter()
+        .filter_map(|k| hex::decode(k).ok())
+        .filter_map(|der| nunki_ca::seedshare_owner_key_digest(&der).ok())
+        .collect()
+}
+
 /// Longest refusal reason kept in an audit record.
 const MAX_AUDIT_REASON: usize = 512;
 
@@ -389,18 +400,8 @@ impl Coordinator {
             .set_manifest_locked(raw, policies, client_spki, expected_previous)
             .await;
         let digest = client_spki.map(|k| hex::encode(sha256(k)));
-        let (manifest, transition) = match (&result, self.status()) {
-            (Ok(r), Status::Ready(s)) => (Some(r.manifest_hash.to_hex()), Some(s.latest.hash)),
-            _ => (None, None),
-        };
-        self.audit(
-            AuditOperation::SetManifest,
-            digest,
-            result.as_ref().err(),
-            manifest,
-            transition,
-        )
-        .await;
+        self.audit_result(AuditOperation::SetManifest, digest, result.as_ref().err())
+            .await;
         result
     }
 
@@ -613,18 +614,8 @@ impl Coordinator {
         let digest = client_spki.map(|k| {
             nunki_ca::seedshare_owner_key_digest(k).unwrap_or_else(|_| hex::encode(sha256(k)))
         });
-        let (manifest, transition) = match (&result, self.status()) {
-            (Ok(_), Status::Ready(s)) => (Some(s.manifest.hash().to_hex()), Some(s.latest.hash)),
-            _ => (None, None),
-        };
-        self.audit(
-            AuditOperation::Recover,
-            digest,
-            result.as_ref().err(),
-            manifest,
-            transition,
-        )
-        .await;
+        self.audit_result(AuditOperation::Recover, digest, result.as_ref().err())
+            .await;
         result
     }
 
@@ -678,13 +669,7 @@ impl Coordinator {
         }
         let keys = Arc::new(Keys::new(&seed, &salt)?);
         let (latest, parsed) = self.check_seed(&keys).await?;
-        let owners: Vec<String> = parsed
-            .manifest()
-            .seedshare_owner_pub_keys
-            .iter()
-            .filter_map(|k| hex::decode(k).ok())
-            .filter_map(|der| nunki_ca::seedshare_owner_key_digest(&der).ok())
-            .collect();
+        let owners = seedshare_owner_digests(&parsed);
         if !owners.iter().any(|o| o.eq_ignore_ascii_case(&caller)) {
             return Err(CoordError::PermissionDenied(format!(
                 "the presented key (SHA-256 of its PKCS#1 public key: {caller}) is not a seed-share owner of manifest {}; listed owners: {}",
@@ -999,6 +984,22 @@ impl Coordinator {
         }
     }
 
+    /// Records the outcome of `operation` (called under `set_lock`): an accepted one with the
+    /// manifest and transition it left the Coordinator serving, a refused one with `error`.
+    async fn audit_result(
+        &self,
+        operation: AuditOperation,
+        client_key_digest: Option<String>,
+        error: Option<&CoordError>,
+    ) {
+        let (manifest, transition) = match (error, self.status()) {
+            (None, Status::Ready(s)) => (Some(s.manifest.hash().to_hex()), Some(s.latest.hash)),
+            _ => (None, None),
+        };
+        self.audit(operation, client_key_digest, error, manifest, transition)
+            .await;
+    }
+
     /// Appends an audit record (refusals rate-limited); failures are logged, not returned: the
     /// operation's own outcome stands.
     async fn audit(
@@ -1043,12 +1044,8 @@ impl Coordinator {
                 .workload_owner_key_digests
                 .iter()
                 .any(|d| d.to_hex().eq_ignore_ascii_case(digest)),
-            AuditOperation::Recover => m
-                .manifest()
-                .seedshare_owner_pub_keys
+            AuditOperation::Recover => seedshare_owner_digests(&m)
                 .iter()
-                .filter_map(|k| hex::decode(k).ok())
-                .filter_map(|der| nunki_ca::seedshare_owner_key_digest(&der).ok())
                 .any(|o| o.eq_ignore_ascii_case(digest)),
         }
     }
