@@ -51,6 +51,7 @@ macro_rules! handshake_signature_checks {
 
 pub mod cert;
 pub mod client;
+pub mod coalesce;
 pub mod evidence;
 pub mod grpc;
 pub mod issuer;

@@ -62,6 +62,18 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes and write system calls of this process so far (`/proc/self/io`: wchar, syscw).
+fn io_counters() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("wchar:"), field("syscw:"))
+}
+
 fn time<F: FnMut()>(mut f: F) -> Duration {
     for _ in 0..20 {
         f();
@@ -80,6 +92,12 @@ type FloorRow = (&'static str, fn(&FloorOps), u32);
 /// The cryptographic operations of one issuance, with aws-lc-rs: keys made once, every
 /// operation done for real each time.
 struct FloorOps {
+    /// Bytes one issuance puts on the wire (both sides), and those of the TLS handshakes alone;
+    /// measured with the real client and server before the floor is taken.
+    wire_bytes: usize,
+    handshake_bytes: usize,
+    x25519_peer: Vec<u8>,
+    aead: aws_lc_rs::aead::LessSafeKey,
     rng: SystemRandom,
     p384: EcdsaKeyPair,
     p256: EcdsaKeyPair,
@@ -92,8 +110,23 @@ struct FloorOps {
 }
 
 impl FloorOps {
-    fn new(platform: &Arc<SimPlatform>, host: HostData) -> Self {
+    fn new(
+        platform: &Arc<SimPlatform>,
+        host: HostData,
+        wire_bytes: usize,
+        handshake_bytes: usize,
+    ) -> Self {
+        use aws_lc_rs::agreement::{EphemeralPrivateKey, X25519};
         let rng = SystemRandom::new();
+        let x25519_peer = EphemeralPrivateKey::generate(&X25519, &rng)
+            .unwrap()
+            .compute_public_key()
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        let aead = aws_lc_rs::aead::LessSafeKey::new(
+            aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_128_GCM, &[9u8; 16]).unwrap(),
+        );
         let p384 = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_ASN1_SIGNING).unwrap();
         let p256 = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
         let msg = [7u8; 0x2A0];
@@ -112,6 +145,10 @@ impl FloorOps {
         let report = nunki_attestation::Report::parse(&e.report).unwrap();
         let report_sig = report.signature.to_fixed_p384().unwrap().to_vec();
         Self {
+            wire_bytes,
+            handshake_bytes,
+            x25519_peer,
+            aead,
             rng,
             p384,
             p256,
@@ -140,14 +177,94 @@ impl FloorOps {
             .verify(&self.msg, &self.sig256)
             .unwrap();
     }
-    fn x25519(&self) {
+    /// One side of the TLS key exchange: its key pair and the agreement with the peer's share.
+    fn x25519_side(&self) {
         use aws_lc_rs::agreement::{
             EphemeralPrivateKey, UnparsedPublicKey as Peer, X25519, agree_ephemeral,
         };
         let k = EphemeralPrivateKey::generate(&X25519, &self.rng).unwrap();
-        let peer = EphemeralPrivateKey::generate(&X25519, &self.rng).unwrap();
-        let pk = peer.compute_public_key().unwrap();
-        agree_ephemeral(k, Peer::new(&X25519, pk.as_ref()), (), |_| Ok(())).unwrap();
+        std::hint::black_box(k.compute_public_key().unwrap());
+        agree_ephemeral(k, Peer::new(&X25519, &self.x25519_peer), (), |_| Ok(())).unwrap();
+    }
+    /// One side's TLS 1.3 key schedule (RFC 8446 §7.1, no PSK): the secrets, the traffic keys
+    /// and IVs of the handshake and application phases, and both Finished MACs. HKDF-SHA256,
+    /// as the AES-128-GCM/SHA-256 suite the aTLS connections negotiate.
+    fn tls13_key_schedule(&self) {
+        use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
+        use aws_lc_rs::hmac;
+        struct Len(usize);
+        impl KeyType for Len {
+            fn len(&self) -> usize {
+                self.0
+            }
+        }
+        let expand = |prk: &aws_lc_rs::hkdf::Prk, label: &str, ctx: &[u8], len: usize| {
+            let full = format!("tls13 {label}");
+            let mut info = Vec::with_capacity(4 + full.len() + ctx.len());
+            info.extend_from_slice(&(len as u16).to_be_bytes());
+            info.push(full.len() as u8);
+            info.extend_from_slice(full.as_bytes());
+            info.push(ctx.len() as u8);
+            info.extend_from_slice(ctx);
+            let mut out = vec![0u8; len];
+            prk.expand(&[&info], Len(len))
+                .unwrap()
+                .fill(&mut out)
+                .unwrap();
+            out
+        };
+        let th = [5u8; 32];
+        let empty = sha256(b"");
+        let early = Salt::new(HKDF_SHA256, &[0u8; 32]).extract(&[0u8; 32]);
+        let derived = expand(&early, "derived", &empty, 32);
+        let hs = Salt::new(HKDF_SHA256, &derived).extract(&[3u8; 32]);
+        let c_hs = expand(&hs, "c hs traffic", &th, 32);
+        let s_hs = expand(&hs, "s hs traffic", &th, 32);
+        let derived = expand(&hs, "derived", &empty, 32);
+        let master = Salt::new(HKDF_SHA256, &derived).extract(&[0u8; 32]);
+        let c_ap = expand(&master, "c ap traffic", &th, 32);
+        let s_ap = expand(&master, "s ap traffic", &th, 32);
+        std::hint::black_box(expand(&master, "exp master", &th, 32));
+        for secret in [&c_hs, &s_hs, &c_ap, &s_ap] {
+            let prk = aws_lc_rs::hkdf::Prk::new_less_safe(HKDF_SHA256, secret);
+            std::hint::black_box(expand(&prk, "key", &[], 16));
+            std::hint::black_box(expand(&prk, "iv", &[], 12));
+        }
+        for secret in [&c_hs, &s_hs] {
+            let prk = aws_lc_rs::hkdf::Prk::new_less_safe(HKDF_SHA256, secret);
+            let finished = expand(&prk, "finished", &[], 32);
+            let key = hmac::Key::new(hmac::HMAC_SHA256, &finished);
+            std::hint::black_box(hmac::sign(&key, &th));
+        }
+    }
+    /// One side's transcript hash: SHA-256 over the handshake's bytes.
+    fn transcript_hash(&self) {
+        let buf = vec![0x16u8; self.handshake_bytes];
+        std::hint::black_box(sha256(&buf));
+    }
+    /// Record protection of everything one issuance sends: AES-128-GCM sealed by the sender
+    /// and opened by the receiver, in records of at most 16 KiB.
+    fn record_protection(&self) {
+        use aws_lc_rs::aead::{Aad, Nonce};
+        let mut buf = vec![0x17u8; self.wire_bytes];
+        for chunk in buf.chunks_mut(16 * 1024) {
+            let mut rec = chunk.to_vec();
+            self.aead
+                .seal_in_place_append_tag(
+                    Nonce::assume_unique_for_key([1; 12]),
+                    Aad::empty(),
+                    &mut rec,
+                )
+                .unwrap();
+            self.aead
+                .open_in_place(
+                    Nonce::assume_unique_for_key([1; 12]),
+                    Aad::empty(),
+                    &mut rec,
+                )
+                .unwrap();
+        }
+        std::hint::black_box(&mut buf);
     }
     fn p256_keygen(&self) {
         drop(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap());
@@ -183,8 +300,23 @@ impl FloorOps {
                 2,
             ),
             (
-                "X25519 key pair + agreement (TLS key exchange; x2 sides, counted as one pair)",
-                Self::x25519,
+                "X25519 key pair + agreement (TLS key exchange; x2 sides)",
+                Self::x25519_side,
+                2,
+            ),
+            (
+                "TLS 1.3 key schedule: HKDF-SHA256 secrets, keys, Finished MACs (x2 sides)",
+                Self::tls13_key_schedule,
+                2,
+            ),
+            (
+                "SHA-256 transcript hash over the handshake bytes (x2 sides)",
+                Self::transcript_hash,
+                2,
+            ),
+            (
+                "AES-128-GCM seal + open of every byte sent (both sides)",
+                Self::record_protection,
                 1,
             ),
             (
@@ -334,10 +466,38 @@ fn main() {
             .await
             .unwrap();
 
-        let ops = Arc::new(FloorOps::new(&platform, pod_host));
+        // Warm-up: the verifier caches the simulated chain after the first pod.
+        let _ = run_load(4, c.mesh_api, platform.clone(), pod_host).await;
+        // What one issuance puts on the wire, and the handshakes alone (a connection whose
+        // first call never comes writes only its handshake), for the floor's symmetric rows.
+        let (b0, w0) = io_counters();
+        let k = 16;
+        let (failures, _, _) = run_load(k, c.mesh_api, platform.clone(), pod_host).await;
+        assert_eq!(failures, 0);
+        tokio::time::sleep(Duration::from_millis(200)).await; // the last closing alerts
+        let (b1, w1) = io_counters();
+        let wire_bytes = ((b1 - b0) / k as u64) as usize;
+        let writes = (w1 - w0) as f64 / k as f64;
+        let mut idle = Vec::new();
+        for _ in 0..k {
+            let issuer: Arc<dyn Issuer> = Arc::new(SimIssuer::new(platform.clone(), pod_host));
+            idle.push(connect(&Target::new(
+                c.mesh_api.to_string(),
+                ServerVerification::None,
+                ClientIdentity::Attested { key: Arc::new(AttestingKey::generate().unwrap()), issuer },
+            )).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (b2, _) = io_counters();
+        drop(idle);
+        let handshake_bytes = ((b2 - b1) / k as u64) as usize;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let ops = Arc::new(FloorOps::new(&platform, pod_host, wire_bytes, handshake_bytes));
         let (floor_total, rows) = floor_one_core(&ops);
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         println!("machine: {cores} cores; crypto backend aws-lc-rs");
+        println!("one issuance on the wire: {wire_bytes} bytes in {writes:.1} writes (both sides), of which the TLS handshakes {handshake_bytes} bytes");
         println!("floor per issuance (sum of the cryptographic operations, one core):");
         for (name, d, k) in &rows {
             println!("  {:>8.1} µs x{k}  {name}", d.as_secs_f64() * 1e6);
@@ -348,8 +508,6 @@ fn main() {
             cores as f64 / floor_total.as_secs_f64()
         );
         println!("floor on all {cores} cores at once (measured before and after each N; the mean is the baseline):");
-        // Warm-up: the verifier caches the simulated chain after the first pod.
-        let _ = run_load(4, c.mesh_api, platform.clone(), pod_host).await;
         for n in ns {
             let before = tokio::task::block_in_place(|| floor_all_cores(&ops, cores));
             let (failures, mut lat, wall) = run_load(n, c.mesh_api, platform.clone(), pod_host).await;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nunki_api::meshapi::mesh_api_server::MeshApiServer;
 use nunki_api::userapi::user_api_server::UserApiServer;
+use nunki_atls::coalesce::CoalescingIo;
 use nunki_atls::verify::AtlsError;
 use nunki_atls::{
     AttestingCertResolver, FixedCert, PeerSlot, VerifiedPeer, mutual_server_config,
@@ -42,15 +43,12 @@ pub struct ConnInfo {
     pub generation: u64,
 }
 
-/// Plaintext bytes gathered before they become one TLS record: HTTP/2 writes each frame
-/// separately (HEADERS, DATA, trailers) and flushes after a batch, so buffering until the flush
-/// sends one record and one system call instead of one per frame.
-pub const WRITE_COALESCE_BYTES: usize = 16 * 1024;
-
 /// A finished TLS stream with its [`ConnInfo`].
 #[derive(Debug)]
 pub struct AtlsIo {
-    inner: tokio::io::BufWriter<TlsStream<TcpStream>>,
+    /// Writes gathered per batch of HTTP/2 frames, the first held until the client speaks
+    /// (see [`CoalescingIo`]).
+    inner: CoalescingIo<TlsStream<TcpStream>>,
     info: ConnInfo,
     /// Released when the connection ends (bounds live connections).
     _permit: tokio::sync::OwnedSemaphorePermit,
@@ -316,10 +314,7 @@ fn accept_loop(
                         let info = api.finish(&tls, info, slot);
                         let _ = tx
                             .send(Ok(AtlsIo {
-                                inner: tokio::io::BufWriter::with_capacity(
-                                    WRITE_COALESCE_BYTES,
-                                    tls,
-                                ),
+                                inner: CoalescingIo::held_until_read(tls),
                                 info,
                                 _permit: conn_permit,
                             }))

@@ -1,0 +1,455 @@
+//! Write coalescing above TLS: gathers what HTTP/2 writes between the moments the connection
+//! task yields, so one batch of frames becomes one TLS record and one system call.
+//!
+//! HTTP/2 writes frame by frame and flushes whenever its connection task has nothing more to
+//! write *right now*; but the frames of one exchange come from several tasks (the request or
+//! handler task queues HEADERS, then DATA, then trailers), so an eager flush sends each as its
+//! own record and its own TCP segment, and wakes the peer for each. [`CoalescingIo`] buffers
+//! writes and, when asked to flush, first yields once (the task is woken at once and goes to the
+//! back of the run queue); frames queued meanwhile join the same write. A flush that finds the
+//! buffer already deferred once writes it out, so nothing waits longer than one pass of the
+//! scheduler, and a full buffer or a shutdown always writes at once.
+//!
+//! Below it, a TLS session takes the bytes without writing them ([`Queue`]): a flush or a
+//! shutdown then writes every pending record in one system call (HTTP/2's GOAWAY and TLS's
+//! close_notify leave together).
+//!
+//! A stream can also be *held*: its flushes keep the bytes until a [`Gate`] is released
+//! ([`CoalescingIo::held`], for a client: the HTTP/2 preface and SETTINGS leave with the first
+//! request) or until the peer's first bytes arrive ([`CoalescingIo::held_until_read`], for a
+//! server: its SETTINGS leave with the acknowledgement of the client's). Neither side of HTTP/2
+//! waits for the other's preface before sending its own, so holding cannot deadlock.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Plaintext bytes gathered before they are written (one TLS record holds at most 16 KiB).
+pub const WRITE_COALESCE_BYTES: usize = 16 * 1024;
+
+/// A stream whose writes are gathered until a flush that has yielded once (see the module
+/// documentation). Reads pass through.
+#[derive(Debug)]
+pub struct CoalescingIo<T> {
+    inner: T,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written to `inner`.
+    written: usize,
+    /// The current flush request has already yielded once.
+    deferred: bool,
+    /// While set and not released, flushes keep the bytes.
+    hold: Hold,
+}
+
+#[derive(Debug)]
+enum Hold {
+    No,
+    Until(Gate),
+    UntilRead,
+}
+
+/// A stream that can take bytes to send without writing them yet: a TLS session encrypts
+/// them into its own buffer, and its next flush or shutdown writes every pending record at
+/// once. Returns how many bytes it took; 0 means "write instead".
+pub trait Queue {
+    /// Takes up to all of `data` for the next flush.
+    fn queue(&mut self, data: &[u8]) -> io::Result<usize>;
+}
+
+impl<IO> Queue for tokio_rustls::client::TlsStream<IO> {
+    fn queue(&mut self, data: &[u8]) -> io::Result<usize> {
+        io::Write::write(&mut self.get_mut().1.writer(), data)
+    }
+}
+
+impl<IO> Queue for tokio_rustls::server::TlsStream<IO> {
+    fn queue(&mut self, data: &[u8]) -> io::Result<usize> {
+        io::Write::write(&mut self.get_mut().1.writer(), data)
+    }
+}
+
+/// Releases the bytes a held [`CoalescingIo`] keeps: the next flush writes them.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    /// Lets the stream's flushes write from now on.
+    pub fn release(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn released(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl<T> CoalescingIo<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T) -> Self {
+        Self {
+            inner,
+            buf: Vec::with_capacity(WRITE_COALESCE_BYTES),
+            written: 0,
+            deferred: false,
+            hold: Hold::No,
+        }
+    }
+
+    /// Wraps `inner`, holding everything written (flushes report success and keep the bytes)
+    /// until the returned gate is released; a full buffer and a shutdown still write. For a
+    /// client whose first bytes matter only together with its first request: nothing it
+    /// waits for depends on them.
+    pub fn held(inner: T) -> (Self, Gate) {
+        let gate = Gate::default();
+        let mut io = Self::new(inner);
+        io.hold = Hold::Until(gate.clone());
+        (io, gate)
+    }
+
+    /// Wraps `inner`, holding everything written until a read returns the peer's first bytes
+    /// (a full buffer and a shutdown still write). For a server whose peer speaks first.
+    pub fn held_until_read(inner: T) -> Self {
+        let mut io = Self::new(inner);
+        io.hold = Hold::UntilRead;
+        io
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: AsyncWrite + Queue + Unpin> CoalescingIo<T> {
+    /// Hands everything buffered to the stream below (queued where it can take it, written
+    /// otherwise); its flush or shutdown writes what it queued.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.buf.len() {
+            let rest = self.buf.get(self.written..).unwrap_or_default();
+            let n = match self.inner.queue(rest)? {
+                0 => ready!(Pin::new(&mut self.inner).poll_write(cx, rest))?,
+                n => n,
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the connection accepted no more bytes",
+                )));
+            }
+            self.written += n;
+        }
+        self.buf.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for CoalescingIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(this.hold, Hold::UntilRead) && buf.filled().len() > before {
+            this.hold = Hold::No;
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Queue + Unpin> AsyncWrite for CoalescingIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.buf.len() + data.len() > WRITE_COALESCE_BYTES {
+            ready!(this.poll_write_out(cx))?;
+            if data.len() >= WRITE_COALESCE_BYTES {
+                return Pin::new(&mut this.inner).poll_write(cx, data);
+            }
+        }
+        this.buf.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if this.buf.len() + total > WRITE_COALESCE_BYTES {
+            ready!(this.poll_write_out(cx))?;
+            if total >= WRITE_COALESCE_BYTES {
+                return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+            }
+        }
+        for b in bufs {
+            this.buf.extend_from_slice(b);
+        }
+        Poll::Ready(Ok(total))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match &this.hold {
+            Hold::No => {}
+            Hold::Until(gate) if gate.released() => this.hold = Hold::No,
+            Hold::Until(_) | Hold::UntilRead => return Poll::Ready(Ok(())),
+        }
+        if this.buf.len() > this.written && !this.deferred {
+            // Yield once: whatever the other tasks of this exchange queue before the task runs
+            // again joins this write.
+            this.deferred = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        ready!(this.poll_write_out(cx))?;
+        this.deferred = false;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // Queued, not flushed: the shutdown writes it with the close alert.
+        ready!(this.poll_write_out(cx))?;
+        this.deferred = false;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A sink that records each write call.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<Vec<u8>>,
+        flushes: usize,
+        shut: bool,
+    }
+
+    impl Queue for Recorder {
+        fn queue(&mut self, _: &[u8]) -> io::Result<usize> {
+            Ok(0)
+        }
+    }
+
+    impl Queue for tokio::net::TcpStream {
+        fn queue(&mut self, _: &[u8]) -> io::Result<usize> {
+            Ok(0)
+        }
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().writes.push(data.to_vec());
+            Poll::Ready(Ok(data.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.get_mut().flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.get_mut().shut = true;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_before_a_flush_become_one_write() {
+        let mut io = CoalescingIo::new(Recorder::default());
+        io.write_all(b"HEADERS").await.unwrap();
+        io.write_all(b"DATA").await.unwrap();
+        assert!(
+            io.get_ref().writes.is_empty(),
+            "nothing written before the flush"
+        );
+        io.flush().await.unwrap();
+        assert_eq!(io.get_ref().writes, vec![b"HEADERSDATA".to_vec()]);
+        assert_eq!(io.get_ref().flushes, 1);
+        // An empty flush writes nothing and does not yield.
+        io.flush().await.unwrap();
+        assert_eq!(io.get_ref().writes.len(), 1);
+    }
+
+    #[test]
+    fn a_flush_yields_once_then_writes() {
+        let mut io = CoalescingIo::new(Recorder::default());
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut pin = Pin::new(&mut io);
+        assert!(matches!(
+            pin.as_mut().poll_write(&mut cx, b"a"),
+            Poll::Ready(Ok(1))
+        ));
+        assert!(
+            pin.as_mut().poll_flush(&mut cx).is_pending(),
+            "first flush yields"
+        );
+        // Written between the two polls: joins the same write.
+        assert!(matches!(
+            pin.as_mut().poll_write(&mut cx, b"b"),
+            Poll::Ready(Ok(1))
+        ));
+        assert!(matches!(
+            pin.as_mut().poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(io.get_ref().writes, vec![b"ab".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn a_held_stream_keeps_its_bytes_until_released() {
+        let (mut io, gate) = CoalescingIo::held(Recorder::default());
+        io.write_all(b"PREFACE").await.unwrap();
+        io.flush().await.unwrap();
+        assert!(
+            io.get_ref().writes.is_empty(),
+            "held: the flush kept the bytes"
+        );
+        gate.release();
+        io.write_all(b"REQUEST").await.unwrap();
+        io.flush().await.unwrap();
+        assert_eq!(io.get_ref().writes, vec![b"PREFACEREQUEST".to_vec()]);
+        // Shutdown writes even while held.
+        let (mut io, _gate) = CoalescingIo::held(Recorder::default());
+        io.write_all(b"bye").await.unwrap();
+        io.shutdown().await.unwrap();
+        assert_eq!(io.get_ref().writes, vec![b"bye".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_is_written_at_once_and_big_writes_pass_through() {
+        let mut io = CoalescingIo::new(Recorder::default());
+        let chunk = vec![1u8; WRITE_COALESCE_BYTES - 10];
+        io.write_all(&chunk).await.unwrap();
+        io.write_all(&[2u8; 20]).await.unwrap();
+        assert_eq!(
+            io.get_ref().writes,
+            vec![chunk.clone()],
+            "the full buffer went out"
+        );
+        let big = vec![3u8; WRITE_COALESCE_BYTES + 1];
+        io.write_all(&big).await.unwrap();
+        assert_eq!(io.get_ref().writes.len(), 3);
+        assert_eq!(io.get_ref().writes[1], vec![2u8; 20]);
+        assert_eq!(io.get_ref().writes[2], big);
+        io.write_all(b"tail").await.unwrap();
+        io.shutdown().await.unwrap();
+        assert_eq!(
+            io.get_ref().writes[3],
+            b"tail".to_vec(),
+            "shutdown writes the rest"
+        );
+        assert!(io.get_ref().shut);
+    }
+
+    #[tokio::test]
+    async fn bytes_arrive_in_order_over_a_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut io = CoalescingIo::new(tcp);
+        let mut expected = Vec::new();
+        for i in 0..2000u32 {
+            let piece = vec![(i % 251) as u8; (i as usize * 37) % 5000];
+            io.write_all(&piece).await.unwrap();
+            expected.extend_from_slice(&piece);
+            if i % 7 == 0 {
+                io.flush().await.unwrap();
+            }
+        }
+        io.shutdown().await.unwrap();
+        assert_eq!(reader.await.unwrap(), expected);
+    }
+
+    /// Over real TLS (bytes queued in the session, written by flush and shutdown), both
+    /// directions arrive complete and in order, and the reader sees a clean close.
+    #[tokio::test]
+    async fn queued_tls_records_arrive_in_order() {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let server_cfg = rustls::ServerConfig::builder_with_provider(crate::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        let client_cfg = rustls::ClientConfig::builder_with_provider(crate::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = acceptor.accept(tcp).await.unwrap();
+            let mut io = CoalescingIo::held_until_read(tls);
+            // Held: the greeting waits for the client's first bytes.
+            io.write_all(b"server hello;").await.unwrap();
+            io.flush().await.unwrap();
+            let mut got = Vec::new();
+            io.read_to_end(&mut got).await.unwrap();
+            io.write_all(&got).await.unwrap();
+            io.shutdown().await.unwrap();
+            got
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(client_cfg))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut io, gate) = CoalescingIo::held(tls);
+        let mut sent = Vec::new();
+        for i in 0..300u32 {
+            let piece = vec![(i % 251) as u8; (i as usize * 101) % 40_000];
+            io.write_all(&piece).await.unwrap();
+            sent.extend_from_slice(&piece);
+            if i == 3 {
+                gate.release();
+            }
+            if i % 5 == 0 {
+                io.flush().await.unwrap();
+            }
+        }
+        io.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        io.read_to_end(&mut back).await.unwrap();
+        assert_eq!(server.await.unwrap(), sent);
+        assert_eq!(back.get(..13), Some(&b"server hello;"[..]));
+        assert_eq!(back.get(13..), Some(&sent[..]));
+    }
+}
