@@ -74,6 +74,17 @@ fn io_counters() -> (u64, u64) {
     (field("wchar:"), field("syscw:"))
 }
 
+/// CPU time of this process so far, user + system (`/proc/self/stat`, clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn time<F: FnMut()>(mut f: F) -> Duration {
     for _ in 0..20 {
         f();
@@ -510,13 +521,15 @@ fn main() {
         println!("floor on all {cores} cores at once (measured before and after each N; the mean is the baseline):");
         for n in ns {
             let before = tokio::task::block_in_place(|| floor_all_cores(&ops, cores));
+            let cpu0 = cpu_seconds();
             let (failures, mut lat, wall) = run_load(n, c.mesh_api, platform.clone(), pod_host).await;
+            let busy = (cpu_seconds() - cpu0) / (wall.as_secs_f64() * cores as f64);
             let after = tokio::task::block_in_place(|| floor_all_cores(&ops, cores));
             let floor_rate = (before + after) / 2.0;
             lat.sort();
             let rate = lat.len() as f64 / wall.as_secs_f64();
             println!(
-                "N={n}: {} ok, {failures} failed, wall {:.2} s, {:.0} certificates/s = {:.0}% of floor {:.0}/s (before {:.0}, after {:.0}), p50 {:.1} ms, p99 {:.1} ms, peak RSS {} MiB",
+                "N={n}: {} ok, {failures} failed, wall {:.2} s, {:.0} certificates/s = {:.0}% of floor {:.0}/s (before {:.0}, after {:.0}), p50 {:.1} ms, p99 {:.1} ms, peak RSS {} MiB, CPU busy {:.0}%",
                 lat.len(),
                 wall.as_secs_f64(),
                 rate,
@@ -526,7 +539,8 @@ fn main() {
                 after,
                 pct(&lat, 0.5).as_secs_f64() * 1e3,
                 pct(&lat, 0.99).as_secs_f64() * 1e3,
-                peak_rss_kib() / 1024
+                peak_rss_kib() / 1024,
+                100.0 * busy
             );
         }
         c.shutdown().await;
