@@ -9,7 +9,6 @@
     clippy::panic
 )]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
@@ -22,16 +21,8 @@ use nunki_atls::grpc::{Target, connect};
 use nunki_atls::{ClientIdentity, ServerVerification, SimIssuer};
 use nunki_attestation::sim::SimPlatform;
 use nunki_coordinator::run::{Options, StoreChoice, start};
-use nunki_manifest::{
-    HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role, SnpProduct,
-};
-
-fn sha256(b: &[u8]) -> [u8; 32] {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b)
-        .as_ref()
-        .try_into()
-        .unwrap()
-}
+use nunki_manifest::{HostData, SnpProduct};
+use nunki_testkit::{SimDeployment, sha256, verify_server_leaf};
 
 async fn nunki(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
@@ -54,38 +45,6 @@ fn show(o: &Output) -> String {
     )
 }
 
-fn pem_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    nunki_attestation::snp::certs::pem_or_der_certs(pem)
-        .unwrap()
-        .into_iter()
-        .map(Into::into)
-        .collect()
-}
-
-fn verify_server_leaf(chain_pem: &[u8], root_pem: &[u8], name: &str) -> Result<(), String> {
-    use rustls::client::danger::ServerCertVerifier;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in pem_certs(root_pem) {
-        roots.add(c).unwrap();
-    }
-    let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        nunki_atls::provider(),
-    )
-    .build()
-    .unwrap();
-    let chain = pem_certs(chain_pem);
-    v.verify_server_cert(
-        &chain[0],
-        &chain[1..],
-        &rustls::pki_types::ServerName::try_from(name.to_string()).unwrap(),
-        &[],
-        rustls::pki_types::UnixTime::now(),
-    )
-    .map(|_| ())
-    .map_err(|e| e.to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_pod_certificate_verify_with_real_binaries() {
     let platform = Arc::new(SimPlatform::generate(SnpProduct::Genoa, SystemTime::now()).unwrap());
@@ -98,33 +57,9 @@ async fn set_pod_certificate_verify_with_real_binaries() {
     std::fs::create_dir(dir.join("policies")).unwrap();
     std::fs::write(dir.join("policies/coordinator.rego"), &coordinator_policy).unwrap();
     std::fs::write(dir.join("policies/web.rego"), &web_policy).unwrap();
-    let mut policies = BTreeMap::new();
-    policies.insert(
-        PolicyHash(sha256(&coordinator_policy)),
-        PolicyEntry {
-            sans: vec!["coordinator".into()],
-            workload_secret_id: String::new(),
-            role: Role::Coordinator,
-        },
-    );
-    policies.insert(
-        PolicyHash(sha256(&web_policy)),
-        PolicyEntry {
-            sans: vec!["web".into(), "127.0.0.1".into()],
-            workload_secret_id: String::new(),
-            role: Role::None,
-        },
-    );
-    let manifest = Manifest {
-        policies,
-        reference_values: ReferenceValues {
-            snp: vec![],
-            tdx: vec![],
-            simulated: vec![platform.reference_values()],
-        },
-        workload_owner_key_digests: vec![],
-        seedshare_owner_pub_keys: vec![],
-    };
+    let manifest = SimDeployment::new(platform.reference_values(), &coordinator_policy)
+        .workload(&web_policy, &["web", "127.0.0.1"], "")
+        .manifest();
     let manifest_path = dir.join("manifest.json");
     std::fs::write(&manifest_path, manifest.to_json_bytes()).unwrap();
 
@@ -292,25 +227,9 @@ async fn set_restart_recover_verify_log_with_real_binary() {
     let coordinator_policy = b"package agent_policy\n# coordinator (recover)\n".to_vec();
     std::fs::create_dir(dir.join("policies")).unwrap();
     std::fs::write(dir.join("policies/c.rego"), &coordinator_policy).unwrap();
-    let mut policies = BTreeMap::new();
-    policies.insert(
-        PolicyHash(sha256(&coordinator_policy)),
-        PolicyEntry {
-            sans: vec!["coordinator".into()],
-            workload_secret_id: String::new(),
-            role: Role::Coordinator,
-        },
-    );
-    let manifest = Manifest {
-        policies,
-        reference_values: ReferenceValues {
-            snp: vec![],
-            tdx: vec![],
-            simulated: vec![platform.reference_values()],
-        },
-        workload_owner_key_digests: vec![],
-        seedshare_owner_pub_keys: vec![hex::encode(&public)],
-    };
+    let manifest = SimDeployment::new(platform.reference_values(), &coordinator_policy)
+        .seedshare_owner(&public)
+        .manifest();
     let manifest_path = dir.join("manifest.json");
     std::fs::write(&manifest_path, manifest.to_json_bytes()).unwrap();
     let options = || Options {

@@ -8,12 +8,10 @@
     clippy::panic
 )]
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_lc_rs::digest;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, ECDSA_P384_SHA384_FIXED,
@@ -21,31 +19,18 @@ use aws_lc_rs::signature::{
 };
 use nunki_api::meshapi::NewMeshCertRequest;
 use nunki_api::meshapi::mesh_api_client::MeshApiClient;
-use nunki_api::userapi::SetManifestRequest;
-use nunki_api::userapi::user_api_client::UserApiClient;
 use nunki_atls::cert::AttestingKey;
 use nunki_atls::grpc::{Target, connect};
-use nunki_atls::verify::system_clock;
-use nunki_atls::{
-    ClientIdentity, HostDataRule, Issuer, ReferenceVerifier, ServerVerification, SimIssuer,
-};
+use nunki_atls::{ClientIdentity, Issuer, ServerVerification, SimIssuer};
 use nunki_attestation::sim::SimPlatform;
 use nunki_coordinator::run::{Options, start};
-use nunki_manifest::{
-    HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role, SnpProduct,
-};
+use nunki_manifest::{HostData, SnpProduct};
+use nunki_testkit::{SimDeployment, sha256};
 
 /// The allocator the shipped binaries use (`nunki-coordinator`, `nunki`), so the Coordinator is
 /// measured as it runs.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn sha256(b: &[u8]) -> [u8; 32] {
-    digest::digest(&digest::SHA256, b)
-        .as_ref()
-        .try_into()
-        .unwrap()
-}
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -454,28 +439,14 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let platform = Arc::new(SimPlatform::generate(SnpProduct::Genoa, SystemTime::now()).unwrap());
-        let coord_policy = b"coordinator policy".to_vec();
         let pod_policy = b"pod policy".to_vec();
-        let coord_host = HostData(sha256(&coord_policy));
         let pod_host = HostData(sha256(&pod_policy));
-        let mut policies = BTreeMap::new();
-        policies.insert(PolicyHash(coord_host.0), PolicyEntry { sans: vec!["coordinator".into()], workload_secret_id: String::new(), role: Role::Coordinator });
-        policies.insert(PolicyHash(pod_host.0), PolicyEntry { sans: vec!["pod".into(), "*".into()], workload_secret_id: String::new(), role: Role::None });
-        let manifest = Manifest {
-            policies,
-            reference_values: ReferenceValues { snp: vec![], tdx: vec![], simulated: vec![platform.reference_values()] },
-            workload_owner_key_digests: vec![],
-            seedshare_owner_pub_keys: vec![],
-        };
-        let c = start(Options::loopback(Arc::new(SimIssuer::new(platform.clone(), coord_host))))
-        .await
-        .unwrap();
-        let verifier = Arc::new(ReferenceVerifier::new(&[], &[platform.reference_values()], HostDataRule::OneOf(vec![coord_host]), system_clock()).unwrap());
-        let ch = connect(&Target::new(c.user_api.to_string(), ServerVerification::Verify(verifier), ClientIdentity::None)).await.unwrap();
-        UserApiClient::new(ch.channel())
-            .set_manifest(SetManifestRequest { manifest: manifest.to_json_bytes(), policies: vec![coord_policy, pod_policy], previous_transition: vec![] })
+        let deployment = SimDeployment::new(platform.reference_values(), b"coordinator policy")
+            .workload(&pod_policy, &["pod", "*"], "");
+        let c = start(Options::loopback(Arc::new(SimIssuer::new(platform.clone(), deployment.coordinator_host()))))
             .await
             .unwrap();
+        deployment.set(c.user_api).await;
 
         // Warm-up: the verifier caches the simulated chain after the first pod.
         let _ = run_load(4, c.mesh_api, platform.clone(), pod_host).await;

@@ -20,39 +20,7 @@ use nunki_manifest::{HostData, transition_chain};
 
 mod common;
 use common::*;
-
-fn pem_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    nunki_attestation::snp::certs::pem_or_der_certs(pem)
-        .unwrap()
-        .into_iter()
-        .map(Into::into)
-        .collect()
-}
-
-/// Verifies a server leaf for `name` against `root` with rustls/webpki.
-fn verify_leaf(chain_pem: &[u8], root_pem: &[u8], name: &str) -> Result<(), String> {
-    use rustls::client::danger::ServerCertVerifier;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in pem_certs(root_pem) {
-        roots.add(c).unwrap();
-    }
-    let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        nunki_atls::provider(),
-    )
-    .build()
-    .unwrap();
-    let chain = pem_certs(chain_pem);
-    v.verify_server_cert(
-        &chain[0],
-        &chain[1..],
-        &rustls::pki_types::ServerName::try_from(name.to_string()).unwrap(),
-        &[],
-        rustls::pki_types::UnixTime::now(),
-    )
-    .map(|_| ())
-    .map_err(|e| e.to_string())
-}
+use nunki_testkit::{pem_certs, verify_server_leaf};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_flow_with_the_simulated_platform() {
@@ -105,10 +73,10 @@ async fn full_flow_with_the_simulated_platform() {
     .unwrap();
     assert_eq!(cert.root_ca, set.root_ca);
     assert_eq!(cert.mesh_ca, set.mesh_ca);
-    verify_leaf(&cert.cert_chain, &set.root_ca, "web").unwrap();
-    verify_leaf(&cert.cert_chain, &set.root_ca, "web.default.svc").unwrap();
-    verify_leaf(&cert.cert_chain, &set.mesh_ca, "127.0.0.1").unwrap();
-    assert!(verify_leaf(&cert.cert_chain, &set.root_ca, "backend").is_err());
+    verify_server_leaf(&cert.cert_chain, &set.root_ca, "web").unwrap();
+    verify_server_leaf(&cert.cert_chain, &set.root_ca, "web.default.svc").unwrap();
+    verify_server_leaf(&cert.cert_chain, &set.mesh_ca, "127.0.0.1").unwrap();
+    assert!(verify_server_leaf(&cert.cert_chain, &set.root_ca, "backend").is_err());
     let leaf = nunki_atls::cert::parse_peer(&pem_certs(&cert.cert_chain)[0]).unwrap();
     assert_eq!(
         leaf.spki,
@@ -254,9 +222,9 @@ async fn full_flow_with_the_simulated_platform() {
     )
     .await
     .unwrap();
-    verify_leaf(&cert2.cert_chain, &set.root_ca, "web").unwrap();
+    verify_server_leaf(&cert2.cert_chain, &set.root_ca, "web").unwrap();
     assert!(
-        verify_leaf(&cert2.cert_chain, &set.mesh_ca, "web").is_err(),
+        verify_server_leaf(&cert2.cert_chain, &set.mesh_ca, "web").is_err(),
         "the old mesh CA must not accept new leaves"
     );
     let refs: Vec<&[u8]> = got2.manifests.iter().map(Vec::as_slice).collect();

@@ -6,64 +6,29 @@
     clippy::panic
 )]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nunki_api::userapi::SetManifestRequest;
-use nunki_api::userapi::user_api_client::UserApiClient;
-use nunki_atls::grpc::{Target, connect};
-use nunki_atls::verify::system_clock;
-use nunki_atls::{ClientIdentity, HostDataRule, ReferenceVerifier, ServerVerification, SimIssuer};
+use nunki_atls::SimIssuer;
 use nunki_attestation::sim::SimPlatform;
 use nunki_coordinator::run::{Options, start};
-use nunki_manifest::{HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role};
-
-fn sha256(b: &[u8]) -> [u8; 32] {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b)
-        .as_ref()
-        .try_into()
-        .unwrap()
-}
+use nunki_manifest::HostData;
+use nunki_testkit::{SimDeployment, sha256};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initializer_writes_the_mesh_files() {
     let work = tempfile::tempdir().unwrap();
     let sim_dir = work.path().join("sim");
     let platform = Arc::new(SimPlatform::open_or_create(&sim_dir).unwrap());
-    let coordinator_policy = b"coordinator policy (initializer test)".to_vec();
     let web_policy = b"web policy (initializer test)".to_vec();
-    let mut policies = BTreeMap::new();
-    policies.insert(
-        PolicyHash(sha256(&coordinator_policy)),
-        PolicyEntry {
-            sans: vec!["coordinator".into()],
-            workload_secret_id: String::new(),
-            role: Role::Coordinator,
-        },
-    );
-    policies.insert(
-        PolicyHash(sha256(&web_policy)),
-        PolicyEntry {
-            sans: vec!["web".into()],
-            workload_secret_id: String::new(),
-            role: Role::None,
-        },
-    );
-    let manifest = Manifest {
-        policies,
-        reference_values: ReferenceValues {
-            snp: vec![],
-            tdx: vec![],
-            simulated: vec![platform.reference_values()],
-        },
-        workload_owner_key_digests: vec![],
-        seedshare_owner_pub_keys: vec![],
-    };
-    let coordinator_host = HostData(sha256(&coordinator_policy));
+    let deployment = SimDeployment::new(
+        platform.reference_values(),
+        b"coordinator policy (initializer test)",
+    )
+    .workload(&web_policy, &["web"], "");
     let c = start(Options::loopback(Arc::new(SimIssuer::new(
         platform.clone(),
-        coordinator_host,
+        deployment.coordinator_host(),
     ))))
     .await
     .unwrap();
@@ -83,30 +48,7 @@ async fn initializer_writes_the_mesh_files() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    let verifier = Arc::new(
-        ReferenceVerifier::new(
-            &[],
-            &[platform.reference_values()],
-            HostDataRule::OneOf(vec![coordinator_host]),
-            system_clock(),
-        )
-        .unwrap(),
-    );
-    let ch = connect(&Target::new(
-        c.user_api.to_string(),
-        ServerVerification::Verify(verifier),
-        ClientIdentity::None,
-    ))
-    .await
-    .unwrap();
-    UserApiClient::new(ch.channel())
-        .set_manifest(SetManifestRequest {
-            manifest: manifest.to_json_bytes(),
-            policies: vec![coordinator_policy, web_policy],
-            previous_transition: vec![],
-        })
-        .await
-        .unwrap();
+    deployment.set(c.user_api).await;
 
     let o = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await

@@ -9,98 +9,41 @@
     clippy::panic
 )]
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nunki_api::userapi::SetManifestRequest;
-use nunki_api::userapi::user_api_client::UserApiClient;
-use nunki_atls::grpc::{Target, connect};
-use nunki_atls::verify::system_clock;
-use nunki_atls::{ClientIdentity, HostDataRule, ReferenceVerifier, ServerVerification, SimIssuer};
+use nunki_atls::SimIssuer;
 use nunki_attestation::sim::SimPlatform;
 use nunki_coordinator::run::{Options, start};
 use nunki_initializer::{RequestOptions, request, write_files};
-use nunki_manifest::{HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role};
-
-fn sha256(b: &[u8]) -> [u8; 32] {
-    nunki_manifest::sha256(b)
-}
+use nunki_manifest::HostData;
+use nunki_testkit::{SimDeployment, sha256};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_secrets_follow_the_id() {
     let work = tempfile::tempdir().unwrap();
     let platform = Arc::new(SimPlatform::open_or_create(&work.path().join("sim")).unwrap());
-    let coordinator_policy = b"coordinator (workload secret test)".to_vec();
     let pods: [(&[u8], &str); 4] = [
         (b"web a", "apps/v1/Deployment/default/web"),
         (b"web b", "apps/v1/Deployment/default/web"),
         (b"backend", "apps/v1/Deployment/default/backend"),
         (b"no id", ""),
     ];
-    let mut policies = BTreeMap::new();
-    policies.insert(
-        PolicyHash(sha256(&coordinator_policy)),
-        PolicyEntry {
-            sans: vec!["coordinator".into()],
-            workload_secret_id: String::new(),
-            role: Role::Coordinator,
-        },
+    let deployment = pods.iter().fold(
+        SimDeployment::new(
+            platform.reference_values(),
+            b"coordinator (workload secret test)",
+        ),
+        |d, (policy, id)| d.workload(policy, &["pod"], id),
     );
-    for (policy, id) in &pods {
-        policies.insert(
-            PolicyHash(sha256(policy)),
-            PolicyEntry {
-                sans: vec!["pod".into()],
-                workload_secret_id: (*id).to_string(),
-                role: Role::None,
-            },
-        );
-    }
-    let manifest = Manifest {
-        policies,
-        reference_values: ReferenceValues {
-            snp: vec![],
-            tdx: vec![],
-            simulated: vec![platform.reference_values()],
-        },
-        workload_owner_key_digests: vec![],
-        seedshare_owner_pub_keys: vec![],
-    };
-    let coordinator_host = HostData(sha256(&coordinator_policy));
     let c = start(Options::loopback(Arc::new(SimIssuer::new(
         platform.clone(),
-        coordinator_host,
+        deployment.coordinator_host(),
     ))))
     .await
     .unwrap();
-    let verifier = Arc::new(
-        ReferenceVerifier::new(
-            &[],
-            &[platform.reference_values()],
-            HostDataRule::OneOf(vec![coordinator_host]),
-            system_clock(),
-        )
-        .unwrap(),
-    );
-    let ch = connect(&Target::new(
-        c.user_api.to_string(),
-        ServerVerification::Verify(verifier),
-        ClientIdentity::None,
-    ))
-    .await
-    .unwrap();
-    let mut all = vec![coordinator_policy];
-    all.extend(pods.iter().map(|(p, _)| p.to_vec()));
-    UserApiClient::new(ch.channel())
-        .set_manifest(SetManifestRequest {
-            manifest: manifest.to_json_bytes(),
-            policies: all,
-            previous_transition: vec![],
-        })
-        .await
-        .unwrap();
+    deployment.set(c.user_api).await;
 
     let opts = RequestOptions {
         attempts: Some(3),

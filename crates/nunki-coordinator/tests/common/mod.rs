@@ -2,12 +2,10 @@
 //! (manifest + policies), an in-process Coordinator on loopback, user and pod connections.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use aws_lc_rs::digest;
 use nunki_api::meshapi::NewMeshCertRequest;
 use nunki_api::meshapi::mesh_api_client::MeshApiClient;
 use nunki_api::userapi::SetManifestRequest;
@@ -19,10 +17,7 @@ use nunki_atls::{
 };
 use nunki_attestation::sim::SimPlatform;
 use nunki_coordinator::run::{Options, Running, StoreChoice, start};
-use nunki_manifest::{
-    HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role, Sha256Fingerprint,
-    SnpProduct,
-};
+use nunki_manifest::{HostData, Sha256Fingerprint, SnpProduct};
 
 pub fn sim() -> Arc<SimPlatform> {
     static P: OnceLock<Arc<SimPlatform>> = OnceLock::new();
@@ -30,12 +25,7 @@ pub fn sim() -> Arc<SimPlatform> {
         .clone()
 }
 
-pub fn sha256(b: &[u8]) -> [u8; 32] {
-    digest::digest(&digest::SHA256, b)
-        .as_ref()
-        .try_into()
-        .unwrap()
-}
+pub use nunki_testkit::sha256;
 
 pub struct Deployment {
     pub coordinator_policy: Vec<u8>,
@@ -75,38 +65,14 @@ impl Deployment {
     ) -> Self {
         let coordinator_policy = b"package agent_policy\n# coordinator\n".to_vec();
         let web_policy = format!("package agent_policy\n# web {extra_san}\n").into_bytes();
-        let mut policies = BTreeMap::new();
-        policies.insert(
-            PolicyHash(sha256(&coordinator_policy)),
-            PolicyEntry {
-                sans: vec!["coordinator".into()],
-                workload_secret_id: String::new(),
-                role: Role::Coordinator,
-            },
+        let mut d = nunki_testkit::SimDeployment::new(rv, &coordinator_policy).workload(
+            &web_policy,
+            &["web", "*", "127.0.0.1", extra_san],
+            "apps/v1/Deployment/default/web",
         );
-        policies.insert(
-            PolicyHash(sha256(&web_policy)),
-            PolicyEntry {
-                sans: vec![
-                    "web".into(),
-                    "*".into(),
-                    "127.0.0.1".into(),
-                    extra_san.into(),
-                ],
-                workload_secret_id: "apps/v1/Deployment/default/web".into(),
-                role: Role::None,
-            },
-        );
-        let m = Manifest {
-            policies,
-            reference_values: ReferenceValues {
-                snp: vec![],
-                tdx: vec![],
-                simulated: vec![rv],
-            },
-            workload_owner_key_digests: owner_digests,
-            seedshare_owner_pub_keys,
-        };
+        d.workload_owners = owner_digests;
+        d.seedshare_owners = seedshare_owner_pub_keys;
+        let m = d.manifest();
         Self {
             coordinator_policy,
             web_policy,
