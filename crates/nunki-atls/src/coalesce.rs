@@ -10,23 +10,25 @@
 //! buffer already deferred once writes it out, so nothing waits longer than one pass of the
 //! scheduler, and a full buffer or a shutdown always writes at once.
 //!
-//! Below it, a TLS session takes the bytes without writing them ([`Queue`]): a flush or a
-//! shutdown then writes every pending record in one system call (HTTP/2's GOAWAY and TLS's
-//! close_notify leave together).
-//!
-//! A stream can also be *held*: its flushes keep the bytes until a [`Gate`] is released
-//! ([`CoalescingIo::held`], for a client: the HTTP/2 preface and SETTINGS leave with the first
-//! request) or until the peer's first bytes arrive ([`CoalescingIo::held_until_read`], for a
-//! server: its SETTINGS leave with the acknowledgement of the client's). Neither side of HTTP/2
-//! waits for the other's preface before sending its own, so holding cannot deadlock.
+//! A stream can also be *held*: its flushes keep the bytes until a [`Gate`] is released or
+//! [`HOLD_LIMIT`] has passed ([`CoalescingIo::held`], for a client: the HTTP/2 preface and
+//! SETTINGS leave with the first request), or until the peer's first bytes arrive
+//! ([`CoalescingIo::held_until_read`], for a server: its SETTINGS leave with the acknowledgement
+//! of the client's). Neither side of HTTP/2 waits for the other's preface before sending its own,
+//! so holding cannot deadlock; the client's time limit keeps a connection that is never used
+//! from looking unfinished to the server (which then could not drain it on shutdown).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The longest a client holds its first bytes waiting for its first call.
+pub const HOLD_LIMIT: Duration = Duration::from_millis(10);
 
 /// Plaintext bytes gathered before they are written (one TLS record holds at most 16 KiB).
 pub const WRITE_COALESCE_BYTES: usize = 16 * 1024;
@@ -43,33 +45,16 @@ pub struct CoalescingIo<T> {
     deferred: bool,
     /// While set and not released, flushes keep the bytes.
     hold: Hold,
+    /// Shut down: later writes are errors.
+    shut: bool,
 }
 
 #[derive(Debug)]
 enum Hold {
     No,
-    Until(Gate),
+    /// Until the gate is released or the timer (armed by the first held flush) fires.
+    Until(Gate, Option<Pin<Box<tokio::time::Sleep>>>),
     UntilRead,
-}
-
-/// A stream that can take bytes to send without writing them yet: a TLS session encrypts
-/// them into its own buffer, and its next flush or shutdown writes every pending record at
-/// once. Returns how many bytes it took; 0 means "write instead".
-pub trait Queue {
-    /// Takes up to all of `data` for the next flush.
-    fn queue(&mut self, data: &[u8]) -> io::Result<usize>;
-}
-
-impl<IO> Queue for tokio_rustls::client::TlsStream<IO> {
-    fn queue(&mut self, data: &[u8]) -> io::Result<usize> {
-        io::Write::write(&mut self.get_mut().1.writer(), data)
-    }
-}
-
-impl<IO> Queue for tokio_rustls::server::TlsStream<IO> {
-    fn queue(&mut self, data: &[u8]) -> io::Result<usize> {
-        io::Write::write(&mut self.get_mut().1.writer(), data)
-    }
 }
 
 /// Releases the bytes a held [`CoalescingIo`] keeps: the next flush writes them.
@@ -96,17 +81,19 @@ impl<T> CoalescingIo<T> {
             written: 0,
             deferred: false,
             hold: Hold::No,
+            shut: false,
         }
     }
 
     /// Wraps `inner`, holding everything written (flushes report success and keep the bytes)
-    /// until the returned gate is released; a full buffer and a shutdown still write. For a
-    /// client whose first bytes matter only together with its first request: nothing it
-    /// waits for depends on them.
+    /// until the returned gate is released or [`HOLD_LIMIT`] after the first held flush; a full
+    /// buffer and a shutdown still write. For a client whose first bytes matter only together
+    /// with its first request: nothing it waits for depends on them. Needs a Tokio runtime
+    /// with time enabled.
     pub fn held(inner: T) -> (Self, Gate) {
         let gate = Gate::default();
         let mut io = Self::new(inner);
-        io.hold = Hold::Until(gate.clone());
+        io.hold = Hold::Until(gate.clone(), None);
         (io, gate)
     }
 
@@ -124,16 +111,12 @@ impl<T> CoalescingIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Queue + Unpin> CoalescingIo<T> {
-    /// Hands everything buffered to the stream below (queued where it can take it, written
-    /// otherwise); its flush or shutdown writes what it queued.
+impl<T: AsyncWrite + Unpin> CoalescingIo<T> {
+    /// Writes out everything buffered.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.buf.len() {
             let rest = self.buf.get(self.written..).unwrap_or_default();
-            let n = match self.inner.queue(rest)? {
-                0 => ready!(Pin::new(&mut self.inner).poll_write(cx, rest))?,
-                n => n,
-            };
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, rest))?;
             if n == 0 {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::WriteZero,
@@ -164,13 +147,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for CoalescingIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Queue + Unpin> AsyncWrite for CoalescingIo<T> {
+fn shut_error() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the stream was shut down")
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.shut {
+            return Poll::Ready(Err(shut_error()));
+        }
         if this.buf.len() + data.len() > WRITE_COALESCE_BYTES {
             ready!(this.poll_write_out(cx))?;
             if data.len() >= WRITE_COALESCE_BYTES {
@@ -187,6 +177,9 @@ impl<T: AsyncWrite + Queue + Unpin> AsyncWrite for CoalescingIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.shut {
+            return Poll::Ready(Err(shut_error()));
+        }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if this.buf.len() + total > WRITE_COALESCE_BYTES {
             ready!(this.poll_write_out(cx))?;
@@ -206,10 +199,21 @@ impl<T: AsyncWrite + Queue + Unpin> AsyncWrite for CoalescingIo<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match &this.hold {
+        match &mut this.hold {
             Hold::No => {}
-            Hold::Until(gate) if gate.released() => this.hold = Hold::No,
-            Hold::Until(_) | Hold::UntilRead => return Poll::Ready(Ok(())),
+            Hold::UntilRead => return Poll::Ready(Ok(())),
+            Hold::Until(gate, timer) => {
+                if !gate.released() {
+                    // Armed by the first held flush; when it fires, the task is woken and
+                    // flushes again (HTTP/2 flushes on every poll of its connection).
+                    let timer =
+                        timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(HOLD_LIMIT)));
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                this.hold = Hold::No;
+            }
         }
         if this.buf.len() > this.written && !this.deferred {
             // Yield once: whatever the other tasks of this exchange queue before the task runs
@@ -225,9 +229,10 @@ impl<T: AsyncWrite + Queue + Unpin> AsyncWrite for CoalescingIo<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        // Queued, not flushed: the shutdown writes it with the close alert.
+        this.shut = true;
         ready!(this.poll_write_out(cx))?;
         this.deferred = false;
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
@@ -244,18 +249,6 @@ mod tests {
         writes: Vec<Vec<u8>>,
         flushes: usize,
         shut: bool,
-    }
-
-    impl Queue for Recorder {
-        fn queue(&mut self, _: &[u8]) -> io::Result<usize> {
-            Ok(0)
-        }
-    }
-
-    impl Queue for tokio::net::TcpStream {
-        fn queue(&mut self, _: &[u8]) -> io::Result<usize> {
-            Ok(0)
-        }
     }
 
     impl AsyncWrite for Recorder {
@@ -329,6 +322,11 @@ mod tests {
             io.get_ref().writes.is_empty(),
             "held: the flush kept the bytes"
         );
+        io.flush().await.unwrap();
+        assert!(
+            io.get_ref().writes.is_empty(),
+            "held: the flush kept the bytes"
+        );
         gate.release();
         io.write_all(b"REQUEST").await.unwrap();
         io.flush().await.unwrap();
@@ -338,6 +336,24 @@ mod tests {
         io.write_all(b"bye").await.unwrap();
         io.shutdown().await.unwrap();
         assert_eq!(io.get_ref().writes, vec![b"bye".to_vec()]);
+        let e = io.write_all(b"late").await.unwrap_err();
+        assert_eq!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe,
+            "no writes after shutdown"
+        );
+    }
+
+    /// A client that never calls still sends its first bytes, after the hold's time limit.
+    #[tokio::test(start_paused = true)]
+    async fn a_held_stream_writes_after_the_time_limit() {
+        let (mut io, _gate) = CoalescingIo::held(Recorder::default());
+        io.write_all(b"PREFACE").await.unwrap();
+        io.flush().await.unwrap();
+        assert!(io.get_ref().writes.is_empty());
+        tokio::time::advance(HOLD_LIMIT + Duration::from_millis(1)).await;
+        io.flush().await.unwrap();
+        assert_eq!(io.get_ref().writes, vec![b"PREFACE".to_vec()]);
     }
 
     #[tokio::test]
@@ -391,10 +407,10 @@ mod tests {
         assert_eq!(reader.await.unwrap(), expected);
     }
 
-    /// Over real TLS (bytes queued in the session, written by flush and shutdown), both
+    /// Over real TLS (a held client, a server held until it reads, flushes in between), both
     /// directions arrive complete and in order, and the reader sees a clean close.
     #[tokio::test]
-    async fn queued_tls_records_arrive_in_order() {
+    async fn held_tls_streams_deliver_in_order() {
         use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));

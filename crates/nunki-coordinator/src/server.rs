@@ -43,6 +43,11 @@ pub struct ConnInfo {
     pub generation: u64,
 }
 
+/// How long a client may stay silent after the TLS handshake: an HTTP/2 client sends its
+/// preface at once, so a connection without it holds a connection slot (and would keep a
+/// graceful shutdown waiting) for nothing.
+pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A finished TLS stream with its [`ConnInfo`].
 #[derive(Debug)]
 pub struct AtlsIo {
@@ -50,6 +55,8 @@ pub struct AtlsIo {
     /// (see [`CoalescingIo`]).
     inner: CoalescingIo<TlsStream<TcpStream>>,
     info: ConnInfo,
+    /// Until the client's first bytes arrive: when they must have arrived.
+    first_bytes: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Released when the connection ends (bounds live connections).
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -67,7 +74,25 @@ impl AsyncRead for AtlsIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Some(deadline) = &mut this.first_bytes {
+            match &r {
+                Poll::Ready(Ok(())) if buf.filled().len() > before => this.first_bytes = None,
+                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client sent nothing within {} s of the handshake",
+                            FIRST_BYTES_TIMEOUT.as_secs()
+                        ),
+                    )));
+                }
+                _ => {}
+            }
+        }
+        r
     }
 }
 
@@ -316,6 +341,9 @@ fn accept_loop(
                             .send(Ok(AtlsIo {
                                 inner: CoalescingIo::held_until_read(tls),
                                 info,
+                                first_bytes: Some(Box::pin(tokio::time::sleep(
+                                    FIRST_BYTES_TIMEOUT,
+                                ))),
                                 _permit: conn_permit,
                             }))
                             .await;

@@ -484,3 +484,68 @@ async fn a_call_after_the_connection_is_gone_says_so() {
         ch.failure()
     );
 }
+
+/// A client of ours that connects and never calls does not keep the Coordinator from shutting
+/// down: it holds its first bytes for its first call only for a few milliseconds. (Held for
+/// ever, the server would wait for its HTTP/2 preface, and tonic's graceful drain with it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_calls_does_not_block_shutdown() {
+    let owner = Arc::new(AttestingKey::generate().unwrap());
+    let d = Deployment::new(owner, "x");
+    let c = coordinator(StoreChoice::Memory, d.coordinator_host_data())
+        .await
+        .unwrap();
+    let held = user_channel(c.user_api, d.coordinator_host_data(), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tokio::time::timeout(std::time::Duration::from_secs(3), c.shutdown())
+        .await
+        .expect("shutdown must not wait for a client that never calls");
+    let st = UserApiClient::new(held.channel())
+        .get_manifests(GetManifestsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Unavailable, "{st:?}");
+}
+
+/// A TLS client that stays silent after the handshake is cut off after
+/// `FIRST_BYTES_TIMEOUT`: it neither keeps its connection slot nor blocks a shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_tls_client_is_cut_off() {
+    let owner = Arc::new(AttestingKey::generate().unwrap());
+    let d = Deployment::new(owner, "x");
+    let c = coordinator(StoreChoice::Memory, d.coordinator_host_data())
+        .await
+        .unwrap();
+    let cfg = nunki_atls::AttestedClientConfig::with_mode(
+        nunki_atls::ServerVerification::None,
+        nunki_atls::ClientIdentity::None,
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(c.user_api).await.unwrap();
+    let mut silent = tokio_rustls::TlsConnector::from(cfg.config.clone())
+        .connect(
+            rustls::pki_types::ServerName::try_from("coordinator").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let t = std::time::Instant::now();
+    let limit = nunki_coordinator::server::FIRST_BYTES_TIMEOUT + std::time::Duration::from_secs(5);
+    // The server closes the connection (the read ends) once the time is up.
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(
+        limit,
+        tokio::io::AsyncReadExt::read_to_end(&mut silent, &mut buf),
+    )
+    .await
+    .expect("the server must close a silent connection");
+    assert!(
+        t.elapsed()
+            >= nunki_coordinator::server::FIRST_BYTES_TIMEOUT - std::time::Duration::from_secs(1)
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(3), c.shutdown())
+        .await
+        .expect("nothing left to drain");
+}
