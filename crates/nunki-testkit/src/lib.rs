@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use nunki_api::userapi::SetManifestRequest;
 use nunki_api::userapi::user_api_client::UserApiClient;
+use nunki_api::userapi::{SetManifestRequest, SetManifestResponse};
 use nunki_atls::grpc::{Target, connect};
 use nunki_atls::verify::system_clock;
 use nunki_atls::{ClientIdentity, HostDataRule, ReferenceVerifier, ServerVerification};
@@ -122,8 +122,9 @@ impl SimDeployment {
     }
 
     /// Sets the manifest on the Coordinator whose user API is at `user_api`, after attesting
-    /// it against this deployment's reference values and Coordinator policy.
-    pub async fn set(&self, user_api: SocketAddr) {
+    /// it against this deployment's reference values and Coordinator policy; returns its answer
+    /// (root and mesh CA).
+    pub async fn set(&self, user_api: SocketAddr) -> SetManifestResponse {
         let verifier = Arc::new(
             ReferenceVerifier::new(
                 &[],
@@ -147,7 +148,8 @@ impl SimDeployment {
                 previous_transition: vec![],
             })
             .await
-            .unwrap();
+            .unwrap()
+            .into_inner()
     }
 }
 

@@ -8,7 +8,6 @@
     dead_code
 )]
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,14 +15,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nunki_api::userapi::SetManifestRequest;
-use nunki_api::userapi::user_api_client::UserApiClient;
-use nunki_atls::grpc::{Target, connect};
-use nunki_atls::verify::system_clock;
-use nunki_atls::{ClientIdentity, HostDataRule, ReferenceVerifier, ServerVerification, SimIssuer};
+use nunki_atls::SimIssuer;
 use nunki_attestation::sim::SimPlatform;
 use nunki_coordinator::run::{Options, Running, start};
-use nunki_manifest::{HostData, Manifest, PolicyEntry, PolicyHash, ReferenceValues, Role};
+use nunki_manifest::{HostData, Manifest};
+use nunki_testkit::SimDeployment;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -80,34 +76,17 @@ impl World {
         Arc::new(SimIssuer::new(self.platform.clone(), self.web_host()))
     }
 
+    /// The deployment: the Coordinator and a `web` workload.
+    pub fn deployment(&self) -> SimDeployment {
+        SimDeployment::new(self.platform.reference_values(), &self.coordinator_policy).workload(
+            &self.web_policy,
+            &["web"],
+            "",
+        )
+    }
+
     pub fn manifest(&self) -> Manifest {
-        let mut policies = BTreeMap::new();
-        policies.insert(
-            PolicyHash(sha256(&self.coordinator_policy)),
-            PolicyEntry {
-                sans: vec!["coordinator".into()],
-                workload_secret_id: String::new(),
-                role: Role::Coordinator,
-            },
-        );
-        policies.insert(
-            PolicyHash(sha256(&self.web_policy)),
-            PolicyEntry {
-                sans: vec!["web".into()],
-                workload_secret_id: String::new(),
-                role: Role::None,
-            },
-        );
-        Manifest {
-            policies,
-            reference_values: ReferenceValues {
-                snp: vec![],
-                tdx: vec![],
-                simulated: vec![self.platform.reference_values()],
-            },
-            workload_owner_key_digests: vec![],
-            seedshare_owner_pub_keys: vec![],
-        }
+        self.deployment().manifest()
     }
 
     /// Starts a Coordinator whose mesh API listens on `mesh_api` (port 0: any).
@@ -125,32 +104,7 @@ impl World {
 
     /// Sets the manifest over the user API (attesting the Coordinator); returns the root CA PEM.
     pub async fn set_manifest(&self, c: &Running) -> Vec<u8> {
-        let verifier = Arc::new(
-            ReferenceVerifier::new(
-                &[],
-                &[self.platform.reference_values()],
-                HostDataRule::OneOf(vec![self.coordinator_host()]),
-                system_clock(),
-            )
-            .unwrap(),
-        );
-        let ch = connect(&Target::new(
-            c.user_api.to_string(),
-            ServerVerification::Verify(verifier),
-            ClientIdentity::None,
-        ))
-        .await
-        .unwrap();
-        UserApiClient::new(ch.channel())
-            .set_manifest(SetManifestRequest {
-                manifest: self.manifest().to_json_bytes(),
-                policies: vec![self.coordinator_policy.clone(), self.web_policy.clone()],
-                previous_transition: vec![],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .root_ca
+        self.deployment().set(c.user_api).await.root_ca
     }
 
     /// The Initializer binary as a `web` pod runs it (logs without colours).
