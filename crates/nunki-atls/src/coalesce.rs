@@ -54,7 +54,8 @@ enum Hold {
     No,
     /// Until the gate is released or the timer (armed by the first held flush) fires.
     Until(Gate, Option<Pin<Box<tokio::time::Sleep>>>),
-    UntilRead,
+    /// Until the peer's first bytes arrive, which must happen before the deadline.
+    UntilRead(Pin<Box<tokio::time::Sleep>>, Duration),
 }
 
 /// Releases the bytes a held [`CoalescingIo`] keeps: the next flush writes them.
@@ -98,10 +99,13 @@ impl<T> CoalescingIo<T> {
     }
 
     /// Wraps `inner`, holding everything written until a read returns the peer's first bytes
-    /// (a full buffer and a shutdown still write). For a server whose peer speaks first.
-    pub fn held_until_read(inner: T) -> Self {
+    /// (a full buffer and a shutdown still write). For a server whose peer speaks first: a
+    /// peer that sends nothing within `limit` gets a `TimedOut` read error (it would otherwise
+    /// hold the connection, and keep a graceful shutdown waiting, for nothing). Needs a Tokio
+    /// runtime with time enabled.
+    pub fn held_until_read(inner: T, limit: Duration) -> Self {
         let mut io = Self::new(inner);
-        io.hold = Hold::UntilRead;
+        io.hold = Hold::UntilRead(Box::pin(tokio::time::sleep(limit)), limit);
         io
     }
 
@@ -140,8 +144,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for CoalescingIo<T> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(this.hold, Hold::UntilRead) && buf.filled().len() > before {
-            this.hold = Hold::No;
+        if let Hold::UntilRead(deadline, limit) = &mut this.hold {
+            match &r {
+                Poll::Ready(Ok(())) if buf.filled().len() > before => this.hold = Hold::No,
+                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the peer sent nothing within {} s of the handshake",
+                            limit.as_secs()
+                        ),
+                    )));
+                }
+                _ => {}
+            }
         }
         r
     }
@@ -201,7 +217,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
         let this = self.get_mut();
         match &mut this.hold {
             Hold::No => {}
-            Hold::UntilRead => return Poll::Ready(Ok(())),
+            Hold::UntilRead(..) => return Poll::Ready(Ok(())),
             Hold::Until(gate, timer) => {
                 if !gate.released() {
                     // Armed by the first held flush; when it fires, the task is woken and
@@ -433,7 +449,7 @@ mod tests {
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
             let tls = acceptor.accept(tcp).await.unwrap();
-            let mut io = CoalescingIo::held_until_read(tls);
+            let mut io = CoalescingIo::held_until_read(tls, Duration::from_secs(30));
             // Held: the greeting waits for the client's first bytes.
             io.write_all(b"server hello;").await.unwrap();
             io.flush().await.unwrap();
@@ -467,5 +483,36 @@ mod tests {
         assert_eq!(server.await.unwrap(), sent);
         assert_eq!(back.get(..13), Some(&b"server hello;"[..]));
         assert_eq!(back.get(13..), Some(&sent[..]));
+    }
+
+    /// A held-until-read stream whose peer says nothing fails its read at the deadline, and a
+    /// peer that speaks in time releases the hold.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_times_out() {
+        let (ours, _silent_peer) = tokio::io::duplex(1024);
+        let mut io = CoalescingIo::held_until_read(ours, Duration::from_secs(10));
+        io.write_all(b"SETTINGS").await.unwrap();
+        io.flush().await.unwrap();
+        let mut buf = [0u8; 16];
+        let e = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+
+        let (ours, mut peer2) = tokio::io::duplex(1024);
+        let mut io = CoalescingIo::held_until_read(ours, Duration::from_secs(10));
+        io.write_all(b"SETTINGS").await.unwrap();
+        io.flush().await.unwrap();
+        peer2.write_all(b"PREFACE").await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 7);
+        io.flush().await.unwrap();
+        let mut got = [0u8; 8];
+        peer2.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"SETTINGS", "released by the peer's bytes");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        peer2.write_all(b"more").await.unwrap();
+        assert_eq!(
+            io.read(&mut buf).await.unwrap(),
+            4,
+            "no deadline once the peer spoke"
+        );
     }
 }

@@ -55,8 +55,6 @@ pub struct AtlsIo {
     /// (see [`CoalescingIo`]).
     inner: CoalescingIo<TlsStream<TcpStream>>,
     info: ConnInfo,
-    /// Until the client's first bytes arrive: when they must have arrived.
-    first_bytes: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Released when the connection ends (bounds live connections).
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -74,25 +72,7 @@ impl AsyncRead for AtlsIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Some(deadline) = &mut this.first_bytes {
-            match &r {
-                Poll::Ready(Ok(())) if buf.filled().len() > before => this.first_bytes = None,
-                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "the client sent nothing within {} s of the handshake",
-                            FIRST_BYTES_TIMEOUT.as_secs()
-                        ),
-                    )));
-                }
-                _ => {}
-            }
-        }
-        r
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
@@ -339,11 +319,8 @@ fn accept_loop(
                         let info = api.finish(&tls, info, slot);
                         let _ = tx
                             .send(Ok(AtlsIo {
-                                inner: CoalescingIo::held_until_read(tls),
+                                inner: CoalescingIo::held_until_read(tls, FIRST_BYTES_TIMEOUT),
                                 info,
-                                first_bytes: Some(Box::pin(tokio::time::sleep(
-                                    FIRST_BYTES_TIMEOUT,
-                                ))),
                                 _permit: conn_permit,
                             }))
                             .await;
