@@ -91,7 +91,8 @@ struct FloorOps {
     /// Bytes one issuance puts on the wire (both sides), and those of the TLS handshakes alone;
     /// measured with the real client and server before the floor is taken.
     wire_bytes: usize,
-    handshake_bytes: usize,
+    /// As many bytes as the handshakes put on the wire, for the transcript hash.
+    handshake: Vec<u8>,
     x25519_peer: Vec<u8>,
     aead: aws_lc_rs::aead::LessSafeKey,
     rng: SystemRandom,
@@ -142,7 +143,7 @@ impl FloorOps {
         let report_sig = report.signature.to_fixed_p384().unwrap().to_vec();
         Self {
             wire_bytes,
-            handshake_bytes,
+            handshake: vec![0x16; handshake_bytes],
             x25519_peer,
             aead,
             rng,
@@ -235,32 +236,35 @@ impl FloorOps {
     }
     /// One side's transcript hash: SHA-256 over the handshake's bytes.
     fn transcript_hash(&self) {
-        let buf = vec![0x16u8; self.handshake_bytes];
-        std::hint::black_box(sha256(&buf));
+        std::hint::black_box(sha256(&self.handshake));
     }
     /// Record protection of everything one issuance sends: AES-128-GCM sealed by the sender
-    /// and opened by the receiver, in records of at most 16 KiB.
+    /// and opened by the receiver, in records of at most 16 KiB (in place, in a buffer made
+    /// once per thread: no allocation is timed).
     fn record_protection(&self) {
         use aws_lc_rs::aead::{Aad, Nonce};
-        let mut buf = vec![0x17u8; self.wire_bytes];
-        for chunk in buf.chunks_mut(16 * 1024) {
-            let mut rec = chunk.to_vec();
-            self.aead
-                .seal_in_place_append_tag(
-                    Nonce::assume_unique_for_key([1; 12]),
-                    Aad::empty(),
-                    &mut rec,
-                )
-                .unwrap();
-            self.aead
-                .open_in_place(
-                    Nonce::assume_unique_for_key([1; 12]),
-                    Aad::empty(),
-                    &mut rec,
-                )
-                .unwrap();
+        thread_local! {
+            static RECORD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        std::hint::black_box(&mut buf);
+        RECORD.with_borrow_mut(|rec| {
+            let mut left = self.wire_bytes;
+            while left > 0 {
+                let n = left.min(16 * 1024);
+                left -= n;
+                rec.clear();
+                rec.resize(n, 0x17);
+                self.aead
+                    .seal_in_place_append_tag(
+                        Nonce::assume_unique_for_key([1; 12]),
+                        Aad::empty(),
+                        rec,
+                    )
+                    .unwrap();
+                self.aead
+                    .open_in_place(Nonce::assume_unique_for_key([1; 12]), Aad::empty(), rec)
+                    .unwrap();
+            }
+        });
     }
     fn p256_keygen(&self) {
         drop(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap());
