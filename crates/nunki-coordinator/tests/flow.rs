@@ -303,7 +303,8 @@ async fn mtls_exchange(
         }
         Arc::new(r)
     };
-    let key = |k: &AttestingKey| PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(k.pkcs8_der()));
+    let key =
+        |k: &AttestingKey| PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(k.pkcs8_der().unwrap()));
     let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         roots.clone(),
         nunki_atls::provider(),

@@ -681,10 +681,13 @@ mod tests {
             "{e}"
         );
         let e = check(&|r| {
-            r.mesh_ca =
-                der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &k.pkcs8_der())
-                    .unwrap()
-                    .into_bytes();
+            r.mesh_ca = der::pem::encode_string(
+                "PRIVATE KEY",
+                der::pem::LineEnding::LF,
+                &k.pkcs8_der().unwrap(),
+            )
+            .unwrap()
+            .into_bytes();
         });
         assert!(
             matches!(&e, ReplyError::Pem { file: MESH_CA_FILE, reason } if reason.contains("not CERTIFICATE")),

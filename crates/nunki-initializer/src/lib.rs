@@ -268,10 +268,12 @@ pub async fn request_once(
         opts.pinned_root.as_deref(),
         (opts.clock)(),
     )?;
-    let key_pem =
-        der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &key.pkcs8_der())
-            .map_err(|e| AttemptError::Key(e.to_string()))?
-            .into_bytes();
+    let pkcs8 = key
+        .pkcs8_der()
+        .map_err(|e| AttemptError::Key(e.to_string()))?;
+    let key_pem = der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &pkcs8)
+        .map_err(|e| AttemptError::Key(e.to_string()))?
+        .into_bytes();
     Ok(MeshFiles { key_pem, ..files })
 }
 
