@@ -112,8 +112,19 @@ fn base(
 
 fn finish(mut c: ServerConfig) -> ServerConfig {
     c.alpn_protocols = vec![crate::ALPN_H2.to_vec()];
+    // No resumption of any kind: a resumed session would skip the client's certificate, and
+    // with it the evidence. No tickets, and no session cache (rustls's default keeps one of
+    // 256 entries in every configuration, i.e. per connection here, for nothing).
     c.send_tls13_tickets = 0;
+    c.session_storage = no_session_storage();
     c
+}
+
+fn no_session_storage() -> Arc<dyn rustls::server::StoresServerSessions> {
+    static NONE: std::sync::OnceLock<Arc<rustls::server::NoServerSessionStorage>> =
+        std::sync::OnceLock::new();
+    NONE.get_or_init(|| Arc::new(rustls::server::NoServerSessionStorage {}))
+        .clone()
 }
 
 /// Server configuration of the user API: the server attests itself; a client certificate is

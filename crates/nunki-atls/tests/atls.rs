@@ -382,3 +382,17 @@ async fn capture_mode_verifies_after_the_handshake() {
         .unwrap_err();
     assert!(matches!(err, AtlsError::Evidence(_)));
 }
+
+/// A resumed TLS session skips the client's certificate, and with it the evidence: neither
+/// server configuration may issue tickets or keep sessions to resume.
+#[test]
+fn no_server_configuration_allows_resumption() {
+    let r = Arc::new(AttestingCertResolver::new(issuer(POLICY), system_clock()).unwrap());
+    let (mutual, _) = mutual_server_config(r.clone(), verifier(rv(), HostDataRule::Any)).unwrap();
+    let user = user_server_config(r).unwrap();
+    for (name, c) in [("mutual", &mutual), ("user", &user)] {
+        assert_eq!(c.send_tls13_tickets, 0, "{name}: tickets");
+        assert!(!c.ticketer.enabled(), "{name}: ticketer");
+        assert!(!c.session_storage.can_cache(), "{name}: session cache");
+    }
+}
