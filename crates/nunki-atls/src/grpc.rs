@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::client::{AttestedClientConfig, ClientIdentity, ServerVerification};
-use crate::coalesce::{CoalescingIo, Gate};
+use crate::coalesce::{CoalescingIo, FlightHold, Gate};
 use crate::verify::{AtlsError, VerifiedPeer};
 
 /// The name the client puts into SNI (the server's certificate is checked by its evidence,
@@ -378,7 +378,7 @@ async fn within<F: Future>(limit: Option<Duration>, f: F) -> Option<F::Output> {
     }
 }
 
-type Io = TokioIo<CoalescingIo<TlsStream<TcpStream>>>;
+type Io = TokioIo<CoalescingIo<TlsStream<FlightHold<TcpStream>>>>;
 
 async fn dial(t: &Target) -> Result<(Io, AttestedClientConfig, Gate), ConnectError> {
     let cfg = AttestedClientConfig::with_mode(t.mode.clone(), t.identity.clone())
@@ -395,6 +395,9 @@ async fn dial(t: &Target) -> Result<(Io, AttestedClientConfig, Gate), ConnectErr
     let name =
         ServerName::try_from(SERVER_NAME).map_err(|e| t.handshake(format!("server name: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(cfg.config.clone());
+    // The client's last handshake flight is kept below TLS until the first call (or the hold
+    // limit), so it leaves in one write with the first request.
+    let (tcp, gate) = FlightHold::new(tcp);
     let tls = match within(t.handshake_timeout, connector.connect(name, tcp)).await {
         None => {
             let secs = t.handshake_timeout.unwrap_or_default().as_secs();
@@ -412,8 +415,9 @@ async fn dial(t: &Target) -> Result<(Io, AttestedClientConfig, Gate), ConnectErr
         )));
     }
     // Held until the first call: the client's preface and SETTINGS then leave together with
-    // the first request (one record and one system call less, one wake-up less for the server).
-    let (io, gate) = CoalescingIo::held(tls);
+    // the first request (one record and one system call less, one wake-up less for the server),
+    // and with the handshake's last flight kept below TLS by the same gate.
+    let io = CoalescingIo::held_by(tls, gate.clone());
     Ok((TokioIo::new(io), cfg, gate))
 }
 
