@@ -290,47 +290,73 @@ fn accept_loop(
                     .client_hello()
                     .alpn()
                     .and_then(nunki_atls::nonce::from_alpn);
-                let Ok(_permit) = handshakes.acquire_owned().await else {
+                let Ok(permit) = handshakes.acquire_owned().await else {
                     return;
                 };
-                // Only evidence may block (hardware issuers); the plain certificate is cached.
-                let cert = match nonce {
-                    Some(_) => {
-                        let r = resolver.clone();
-                        tokio::task::spawn_blocking(move || r.certified_for(nonce))
-                            .await
-                            .map_err(|e| e.to_string())
-                            .and_then(|c| c.map_err(|e| e.to_string()))
-                    }
-                    None => resolver.certified_for(None).map_err(|e| e.to_string()),
-                };
-                let cert = match cert {
-                    Ok(c) => c,
-                    Err(e) => return api.failed(addr, None, e),
-                };
-                let (config, info, slot) = match api.config(cert) {
-                    Ok(x) => x,
-                    Err(e) => return api.failed(addr, None, e),
-                };
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(Arc::new(config)))
-                    .await
-                {
-                    Ok(Ok(tls)) => {
-                        let info = api.finish(&tls, info, slot);
-                        let _ = tx
-                            .send(Ok(AtlsIo {
-                                inner: CoalescingIo::held_until_read(tls, FIRST_BYTES_TIMEOUT),
-                                info,
-                                _permit: conn_permit,
-                            }))
-                            .await;
-                    }
-                    Ok(Err(e)) => api.failed(addr, slot, e.to_string()),
-                    Err(_) => api.failed(addr, slot, "handshake timed out".into()),
-                }
+                // Boxed: the thousands of connections that may wait above hold only their
+                // ClientHello, not the state of the handshake's later steps (kilobytes each).
+                Box::pin(complete_handshake(
+                    start,
+                    nonce,
+                    addr,
+                    resolver,
+                    api,
+                    tx,
+                    conn_permit,
+                    permit,
+                ))
+                .await;
             });
         }
     })
+}
+
+/// The handshake after the ClientHello, while holding a handshake slot (`_slot`): prepares the
+/// certificate, completes TLS with the API's configuration and hands the stream to the server.
+#[allow(clippy::too_many_arguments)]
+async fn complete_handshake(
+    start: tokio_rustls::StartHandshake<TcpStream>,
+    nonce: Option<[u8; 32]>,
+    addr: std::net::SocketAddr,
+    resolver: Arc<AttestingCertResolver>,
+    api: Arc<dyn ApiTls>,
+    tx: mpsc::Sender<io::Result<AtlsIo>>,
+    conn_permit: tokio::sync::OwnedSemaphorePermit,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    // Only evidence may block (hardware issuers); the plain certificate is cached.
+    let cert = match nonce {
+        Some(_) => {
+            let r = resolver.clone();
+            tokio::task::spawn_blocking(move || r.certified_for(nonce))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.map_err(|e| e.to_string()))
+        }
+        None => resolver.certified_for(None).map_err(|e| e.to_string()),
+    };
+    let cert = match cert {
+        Ok(c) => c,
+        Err(e) => return api.failed(addr, None, e),
+    };
+    let (config, info, slot) = match api.config(cert) {
+        Ok(x) => x,
+        Err(e) => return api.failed(addr, None, e),
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(Arc::new(config))).await {
+        Ok(Ok(tls)) => {
+            let info = api.finish(&tls, info, slot);
+            let _ = tx
+                .send(Ok(AtlsIo {
+                    inner: CoalescingIo::held_until_read(tls, FIRST_BYTES_TIMEOUT),
+                    info,
+                    _permit: conn_permit,
+                }))
+                .await;
+        }
+        Ok(Err(e)) => api.failed(addr, slot, e.to_string()),
+        Err(_) => api.failed(addr, slot, "handshake timed out".into()),
+    }
 }
 
 /// The shutdown signal, shared by the accept loop and tonic's graceful drain.
