@@ -226,6 +226,10 @@ impl rustls::sign::SigningKey for P256Tls {
     fn algorithm(&self) -> rustls::SignatureAlgorithm {
         rustls::SignatureAlgorithm::ECDSA
     }
+
+    fn public_key(&self) -> Option<rustls::pki_types::SubjectPublicKeyInfoDer<'_>> {
+        Some(rcgen::PublicKeyData::subject_public_key_info(self.0.as_ref()).into())
+    }
 }
 
 impl rustls::sign::Signer for P256Tls {
@@ -317,6 +321,9 @@ mod tests {
         let vk = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &pk);
         vk.verify(b"transcript", &sig).unwrap();
         assert!(vk.verify(b"transcripT", &sig).is_err());
+
+        // rustls can check that certificate and key belong together.
+        assert!(ck.keys_match().is_ok());
 
         // Nothing else is offered: no signer.
         assert!(

@@ -267,9 +267,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
 /// request anyway, so they leave together with it, in one system call and one wake-up of the
 /// server instead of two.
 ///
-/// Nothing here arms a timer: the layer above must flush again once the limit has passed (a
-/// [`CoalescingIo::held_by`] on the same gate does, and it starts its clock later). A shutdown
-/// writes everything out.
+/// The limit's timer is armed by the first kept flush and polled by reads and flushes: a task
+/// that reads the stream (a handshake waiting for the server, an HTTP/2 connection) writes the
+/// kept bytes out when it fires, so a retried ClientHello (after a HelloRetryRequest) or a
+/// client that never calls waits at most [`HOLD_LIMIT`]. A shutdown writes everything out.
 #[derive(Debug)]
 pub struct FlightHold<T> {
     inner: T,
@@ -277,14 +278,16 @@ pub struct FlightHold<T> {
     written: usize,
     state: Flight,
     gate: Gate,
+    /// Armed by the first kept flush.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flight {
     /// The server has not spoken yet: pass through.
     BeforeReply,
-    /// Keeping writes; the first kept flush was at the given time.
-    Holding(Option<tokio::time::Instant>),
+    /// Keeping writes; the limit's timer runs from the first kept flush.
+    Holding,
     /// Released: pass through (after writing what was kept).
     Open,
 }
@@ -304,6 +307,7 @@ impl<T> FlightHold<T> {
                 written: 0,
                 state: Flight::BeforeReply,
                 gate: gate.clone(),
+                timer: None,
             },
             gate,
         )
@@ -314,15 +318,25 @@ impl<T> FlightHold<T> {
         &self.inner
     }
 
-    /// Whether writes are kept right now; opens for good once released or timed out.
-    fn holding(&mut self) -> bool {
-        if let Flight::Holding(since) = self.state {
-            let expired = since.is_some_and(|t| t.elapsed() >= HOLD_LIMIT);
+    /// Whether writes are kept right now; opens for good once released, timed out or full.
+    /// With `cx`, arms the timer (if not yet) and registers for its expiry.
+    fn holding(&mut self, cx: Option<&mut Context<'_>>) -> bool {
+        if self.state == Flight::Holding {
+            let expired = match (cx, &mut self.timer) {
+                (Some(cx), timer) => timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(HOLD_LIMIT)))
+                    .as_mut()
+                    .poll(cx)
+                    .is_ready(),
+                (None, Some(timer)) => timer.is_elapsed(),
+                (None, None) => false,
+            };
             if self.gate.released() || expired || self.buf.len() >= FLIGHT_HOLD_BYTES {
                 self.state = Flight::Open;
+                self.timer = None;
             }
         }
-        matches!(self.state, Flight::Holding(_))
+        self.state == Flight::Holding
     }
 }
 
@@ -349,20 +363,29 @@ impl<T: AsyncWrite + Unpin> FlightHold<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for FlightHold<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlightHold<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // Kept bytes whose time is up leave now (the task reading may be the only one polling
+        // this stream: a handshake waiting for the server's answer to them, for one).
+        if this.timer.is_some()
+            && !this.holding(Some(cx))
+            && this.buf.len() > this.written
+            && let Poll::Ready(Err(e)) = this.poll_write_out(cx)
+        {
+            return Poll::Ready(Err(e));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if this.state == Flight::BeforeReply
             && matches!(r, Poll::Ready(Ok(())))
             && buf.filled().len() > before
         {
-            this.state = Flight::Holding(None);
+            this.state = Flight::Holding;
         }
         r
     }
@@ -375,7 +398,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FlightHold<T> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.holding() || this.buf.len() > this.written {
+        if this.holding(None) || this.buf.len() > this.written {
             // Kept, or behind kept bytes that are not written yet: order is preserved.
             this.buf.extend_from_slice(data);
             return Poll::Ready(Ok(data.len()));
@@ -389,7 +412,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FlightHold<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.holding() || this.buf.len() > this.written {
+        if this.holding(None) || this.buf.len() > this.written {
             let mut n = 0;
             for b in bufs {
                 this.buf.extend_from_slice(b);
@@ -406,10 +429,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FlightHold<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.holding() {
-            if let Flight::Holding(since @ None) = &mut this.state {
-                *since = Some(tokio::time::Instant::now());
-            }
+        if this.holding(Some(cx)) {
             return Poll::Ready(Ok(()));
         }
         ready!(this.poll_write_out(cx))?;
@@ -622,6 +642,103 @@ mod tests {
         io.flush().await.unwrap();
         assert_eq!(io.get_ref().writes.len(), 1, "opened when full");
         assert_eq!(io.get_ref().writes[0].len(), FLIGHT_HOLD_BYTES + 4);
+    }
+
+    /// A peer that takes at most three bytes per write and refuses every other write once.
+    #[derive(Default)]
+    struct Trickle {
+        got: Vec<u8>,
+        refuse_next: bool,
+        to_read: Vec<u8>,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            this.refuse_next = !this.refuse_next;
+            if !this.refuse_next {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = data.len().min(3);
+            this.got.extend_from_slice(&data[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            let n = this.to_read.len().min(buf.remaining());
+            buf.put_slice(&this.to_read[..n]);
+            this.to_read.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Partial and refused writes of the stream below: kept bytes, bytes written behind them
+    /// while they are half out, and later writes all arrive once and in order.
+    #[tokio::test]
+    async fn a_kept_flight_survives_partial_writes() {
+        let (mut io, gate) = FlightHold::new(Trickle {
+            to_read: b"S".to_vec(),
+            ..Trickle::default()
+        });
+        io.write_all(b"HELLO").await.unwrap();
+        io.read_exact(&mut [0u8; 1]).await.unwrap();
+        io.write_all(b"FINISHED").await.unwrap();
+        io.flush().await.unwrap();
+        assert_eq!(io.get_ref().got, b"HELLO", "the flight is kept");
+        gate.release();
+        // One poll of the flush: at most three bytes go before the peer refuses.
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(Pin::new(&mut io).poll_flush(&mut cx).is_pending());
+        let got = &io.get_ref().got;
+        assert!(got.len() <= b"HELLOFIN".len() && b"HELLOFINISHED".starts_with(got));
+        io.write_all(b"REQUEST").await.unwrap();
+        io.flush().await.unwrap();
+        io.write_all(b"MORE").await.unwrap();
+        io.shutdown().await.unwrap();
+        assert_eq!(io.get_ref().got, b"HELLOFINISHEDREQUESTMORE");
+    }
+
+    /// Nobody flushes after the limit (a handshake waiting for the server's answer to a kept
+    /// ClientHello, after a HelloRetryRequest): the waiting read sends the kept bytes.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_read_sends_the_kept_bytes_when_time_is_up() {
+        let (ours, mut peer) = tokio::io::duplex(1024);
+        let (mut io, _gate) = FlightHold::new(ours);
+        peer.write_all(b"HRR").await.unwrap();
+        io.read_exact(&mut [0u8; 3]).await.unwrap();
+        io.write_all(b"CLIENT HELLO 2").await.unwrap();
+        io.flush().await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut b = [0u8; 11];
+            io.read_exact(&mut b).await.map(|_| b)
+        });
+        let mut got = [0u8; 14];
+        tokio::time::timeout(HOLD_LIMIT * 10, peer.read_exact(&mut got))
+            .await
+            .expect("the kept bytes leave once the limit has passed")
+            .unwrap();
+        assert_eq!(&got, b"CLIENT HELLO 2");
+        peer.write_all(b"SERVERHELLO").await.unwrap();
+        assert_eq!(&reader.await.unwrap().unwrap(), b"SERVERHELLO");
     }
 
     #[tokio::test]

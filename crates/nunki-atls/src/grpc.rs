@@ -378,6 +378,9 @@ async fn within<F: Future>(limit: Option<Duration>, f: F) -> Option<F::Output> {
     }
 }
 
+/// How long a refused handshake may take to send its closing alert.
+const ALERT_WRITE_LIMIT: Duration = Duration::from_millis(500);
+
 type Io = TokioIo<CoalescingIo<TlsStream<FlightHold<TcpStream>>>>;
 
 async fn dial(t: &Target) -> Result<(Io, AttestedClientConfig, Gate), ConnectError> {
@@ -398,14 +401,21 @@ async fn dial(t: &Target) -> Result<(Io, AttestedClientConfig, Gate), ConnectErr
     // The client's last handshake flight is kept below TLS until the first call (or the hold
     // limit), so it leaves in one write with the first request.
     let (tcp, gate) = FlightHold::new(tcp);
-    let tls = match within(t.handshake_timeout, connector.connect(name, tcp)).await {
+    let handshake = connector.connect(name, tcp).into_fallible();
+    let tls = match within(t.handshake_timeout, handshake).await {
         None => {
             let secs = t.handshake_timeout.unwrap_or_default().as_secs();
             return Err(t.unreachable(format!(
                 "the TLS handshake did not complete within {secs} s"
             )));
         }
-        Some(Err(e)) => return Err(classify_handshake_error(t, &cfg, &e)),
+        Some(Err((e, mut io))) => {
+            // What the handshake left kept goes out before the connection closes: the alert
+            // that tells the server why we refused it (its evidence did not verify, say).
+            use tokio::io::AsyncWriteExt as _;
+            let _ = tokio::time::timeout(ALERT_WRITE_LIMIT, io.shutdown()).await;
+            return Err(classify_handshake_error(t, &cfg, &e));
+        }
         Some(Ok(tls)) => tls,
     };
     if matches!(t.mode, ServerVerification::Verify(_)) && cfg.slot.verified().is_none() {

@@ -396,3 +396,66 @@ fn no_server_configuration_allows_resumption() {
         assert!(!c.session_storage.can_cache(), "{name}: session cache");
     }
 }
+
+/// The gRPC client keeps its last handshake flight for its first call; a client that connects
+/// and never calls must still let the server finish the handshake, within the hold's limit
+/// (not after the server's handshake timeout, and not never).
+#[tokio::test]
+async fn a_client_that_never_calls_completes_the_handshake() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server(POLICY)));
+    let accepted = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let started = std::time::Instant::now();
+        let tls = acceptor.accept(tcp).await.map_err(|e| e.to_string());
+        (tls.map(|_| ()), started.elapsed())
+    });
+    let channel = nunki_atls::grpc::connect(&nunki_atls::grpc::Target::new(
+        addr,
+        nunki_atls::ServerVerification::None,
+        ClientIdentity::None,
+    ))
+    .await
+    .unwrap();
+    let (tls, took) = tokio::time::timeout(std::time::Duration::from_secs(5), accepted)
+        .await
+        .expect("the server's handshake completes without a call")
+        .unwrap();
+    tls.unwrap();
+    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+    drop(channel);
+}
+
+/// A gRPC client that refuses the server's evidence tells the server so with an alert (its
+/// last handshake bytes are kept below TLS; a refusal must still send them).
+#[tokio::test]
+async fn a_refused_server_hears_the_alert() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server(POLICY)));
+    let accepted = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        match acceptor.accept(tcp).await {
+            Ok(mut tls) => {
+                // TLS 1.3: the server may finish first; the alert then ends the first read.
+                let mut b = [0u8; 1];
+                tls.read(&mut b)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    let wrong = verifier(rv(), HostDataRule::OneOf(vec![HostData([0x77; 32])]));
+    let r = nunki_atls::grpc::connect(&nunki_atls::grpc::Target::new(
+        addr,
+        nunki_atls::ServerVerification::Verify(wrong),
+        ClientIdentity::None,
+    ))
+    .await;
+    assert!(r.is_err(), "the client refuses the server");
+    let server_saw = accepted.await.unwrap().unwrap_err();
+    assert!(server_saw.contains("alert"), "{server_saw}");
+}

@@ -228,6 +228,8 @@ pub async fn request_once(
     issuer: Arc<dyn Issuer>,
     opts: &RequestOptions,
 ) -> Result<MeshFiles, AttemptError> {
+    // Before asking: a key that cannot be written out must not cost a certificate.
+    let key_pem = key_pem(&key).map_err(AttemptError::Key)?;
     let identity = ClientIdentity::Attested {
         key: key.clone(),
         issuer,
@@ -268,13 +270,15 @@ pub async fn request_once(
         opts.pinned_root.as_deref(),
         (opts.clock)(),
     )?;
-    let pkcs8 = key
-        .pkcs8_der()
-        .map_err(|e| AttemptError::Key(e.to_string()))?;
-    let key_pem = der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &pkcs8)
-        .map_err(|e| AttemptError::Key(e.to_string()))?
-        .into_bytes();
     Ok(MeshFiles { key_pem, ..files })
+}
+
+/// The key as `key.pem` holds it (PKCS#8 PEM).
+fn key_pem(key: &AttestingKey) -> Result<Vec<u8>, String> {
+    let pkcs8 = key.pkcs8_der().map_err(|e| e.to_string())?;
+    der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &pkcs8)
+        .map(String::into_bytes)
+        .map_err(|e| e.to_string())
 }
 
 /// Requests the certificate with a fresh key, retrying with exponential backoff (capped) and
@@ -285,6 +289,8 @@ pub async fn request(
     opts: &RequestOptions,
 ) -> Result<MeshFiles, InitError> {
     let key = Arc::new(AttestingKey::generate().map_err(|e| InitError::Key(e.to_string()))?);
+    // A key that cannot be written out would fail every attempt the same way.
+    key_pem(&key).map_err(InitError::Key)?;
     let mut delay = opts.base_delay;
     let mut n = 0u32;
     loop {
