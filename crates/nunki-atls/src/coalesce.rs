@@ -259,18 +259,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
     }
 }
 
-/// Below TLS, for a client: writes pass straight through until the first bytes from the
-/// server have been read (so the ClientHello leaves at once); from then on they are kept until
-/// the [`Gate`] is released, or until a flush comes [`HOLD_LIMIT`] or more after the first kept
-/// flush. With TLS 1.3 the kept bytes are the client's last handshake flight (Certificate,
-/// CertificateVerify, Finished): the server does nothing with them before the client's first
-/// request anyway, so they leave together with it, in one system call and one wake-up of the
-/// server instead of two.
+/// Below TLS, for a client: keeps the client's last TLS 1.3 handshake flight (Certificate,
+/// CertificateVerify, Finished: encrypted records, perhaps after a ChangeCipherSpec) until the
+/// [`Gate`] is released, so it leaves in one write with the first request: one system call and
+/// one wake-up of the server less. The server does nothing with that flight before the client's
+/// first request anyway.
 ///
-/// The limit's timer is armed by the first kept flush and polled by reads and flushes: a task
-/// that reads the stream (a handshake waiting for the server, an HTTP/2 connection) writes the
-/// kept bytes out when it fires, so a retried ClientHello (after a HelloRetryRequest) or a
-/// client that never calls waits at most [`HOLD_LIMIT`]. A shutdown writes everything out.
+/// Writes pass straight through until the server has spoken; the first write after that is
+/// kept unless it carries a plaintext handshake record (a second ClientHello, after a
+/// HelloRetryRequest: the server waits for it, so it must leave at once). Kept bytes leave
+/// when the gate is released, at the first write or flush [`HOLD_LIMIT`] or more after the
+/// first kept flush, when [`FLIGHT_HOLD_BYTES`] are kept, or at shutdown. There is no timer
+/// here: the layer above must flush once the limit has passed, as a
+/// [`CoalescingIo::held_by`] on the same gate does (its clock starts later, after the
+/// handshake). A timer per connection would cost the runtime a wake-up per connection.
 #[derive(Debug)]
 pub struct FlightHold<T> {
     inner: T,
@@ -278,23 +280,40 @@ pub struct FlightHold<T> {
     written: usize,
     state: Flight,
     gate: Gate,
-    /// Armed by the first kept flush.
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flight {
-    /// The server has not spoken yet: pass through.
-    BeforeReply,
-    /// Keeping writes; the limit's timer runs from the first kept flush.
-    Holding,
+    /// Writes pass through.
+    Passing,
+    /// The server has spoken: the next write decides.
+    Answered,
+    /// Keeping writes; the first kept flush was at the given time.
+    Holding(Option<tokio::time::Instant>),
     /// Released: pass through (after writing what was kept).
     Open,
 }
 
 /// The most a [`FlightHold`] keeps; beyond this it opens (a handshake flight with evidence is
 /// a few KiB).
-const FLIGHT_HOLD_BYTES: usize = 64 * 1024;
+pub const FLIGHT_HOLD_BYTES: usize = 64 * 1024;
+
+/// TLS record content type of a plaintext handshake record (RFC 8446 §5.1).
+const TLS_HANDSHAKE: u8 = 22;
+
+/// Whether `data`, a sequence of whole TLS records, holds a plaintext handshake record.
+/// Anything that does not parse as records counts as not: it is kept like a flight.
+fn has_plaintext_handshake(data: &[u8]) -> bool {
+    let mut rest = data;
+    while let [kind, _, _, hi, lo, tail @ ..] = rest {
+        if *kind == TLS_HANDSHAKE {
+            return true;
+        }
+        let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+        rest = tail.get(len..).unwrap_or_default();
+    }
+    false
+}
 
 impl<T> FlightHold<T> {
     /// Wraps `inner`; the returned gate releases what is kept.
@@ -305,9 +324,8 @@ impl<T> FlightHold<T> {
                 inner,
                 buf: Vec::new(),
                 written: 0,
-                state: Flight::BeforeReply,
+                state: Flight::Passing,
                 gate: gate.clone(),
-                timer: None,
             },
             gate,
         )
@@ -318,25 +336,28 @@ impl<T> FlightHold<T> {
         &self.inner
     }
 
-    /// Whether writes are kept right now; opens for good once released, timed out or full.
-    /// With `cx`, arms the timer (if not yet) and registers for its expiry.
-    fn holding(&mut self, cx: Option<&mut Context<'_>>) -> bool {
-        if self.state == Flight::Holding {
-            let expired = match (cx, &mut self.timer) {
-                (Some(cx), timer) => timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(HOLD_LIMIT)))
-                    .as_mut()
-                    .poll(cx)
-                    .is_ready(),
-                (None, Some(timer)) => timer.is_elapsed(),
-                (None, None) => false,
+    /// Decides about a write of `data`: whether it is kept (or queued behind kept bytes).
+    fn keeps(&mut self, data: &[&[u8]]) -> bool {
+        if self.state == Flight::Answered {
+            let joined = data.concat();
+            self.state = if has_plaintext_handshake(&joined) {
+                Flight::Passing
+            } else {
+                Flight::Holding(None)
             };
+        }
+        self.holding() || self.buf.len() > self.written
+    }
+
+    /// Whether writes are kept right now; opens for good once released, timed out or full.
+    fn holding(&mut self) -> bool {
+        if let Flight::Holding(since) = self.state {
+            let expired = since.is_some_and(|t| t.elapsed() >= HOLD_LIMIT);
             if self.gate.released() || expired || self.buf.len() >= FLIGHT_HOLD_BYTES {
                 self.state = Flight::Open;
-                self.timer = None;
             }
         }
-        self.state == Flight::Holding
+        matches!(self.state, Flight::Holding(_))
     }
 }
 
@@ -363,29 +384,20 @@ impl<T: AsyncWrite + Unpin> FlightHold<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlightHold<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for FlightHold<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        // Kept bytes whose time is up leave now (the task reading may be the only one polling
-        // this stream: a handshake waiting for the server's answer to them, for one).
-        if this.timer.is_some()
-            && !this.holding(Some(cx))
-            && this.buf.len() > this.written
-            && let Poll::Ready(Err(e)) = this.poll_write_out(cx)
-        {
-            return Poll::Ready(Err(e));
-        }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if this.state == Flight::BeforeReply
+        if this.state == Flight::Passing
             && matches!(r, Poll::Ready(Ok(())))
             && buf.filled().len() > before
         {
-            this.state = Flight::Holding;
+            this.state = Flight::Answered;
         }
         r
     }
@@ -398,7 +410,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FlightHold<T> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.holding(None) || this.buf.len() > this.written {
+        if this.keeps(&[data]) {
             // Kept, or behind kept bytes that are not written yet: order is preserved.
             this.buf.extend_from_slice(data);
             return Poll::Ready(Ok(data.len()));
@@ -412,9 +424,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FlightHold<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.holding(None) || this.buf.len() > this.written {
+        let slices: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
+        if this.keeps(&slices) {
             let mut n = 0;
-            for b in bufs {
+            for b in slices {
                 this.buf.extend_from_slice(b);
                 n += b.len();
             }
@@ -429,7 +442,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FlightHold<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.holding(Some(cx)) {
+        if this.holding() {
+            if let Flight::Holding(since @ None) = &mut this.state {
+                *since = Some(tokio::time::Instant::now());
+            }
             return Poll::Ready(Ok(()));
         }
         ready!(this.poll_write_out(cx))?;
@@ -717,28 +733,44 @@ mod tests {
         assert_eq!(io.get_ref().got, b"HELLOFINISHEDREQUESTMORE");
     }
 
-    /// Nobody flushes after the limit (a handshake waiting for the server's answer to a kept
-    /// ClientHello, after a HelloRetryRequest): the waiting read sends the kept bytes.
-    #[tokio::test(start_paused = true)]
-    async fn a_waiting_read_sends_the_kept_bytes_when_time_is_up() {
-        let (ours, mut peer) = tokio::io::duplex(1024);
-        let (mut io, _gate) = FlightHold::new(ours);
-        peer.write_all(b"HRR").await.unwrap();
+    /// After a HelloRetryRequest the client's next write is a second ClientHello (a plaintext
+    /// handshake record, here behind a ChangeCipherSpec): the server waits for it, so it
+    /// passes; the encrypted flight after the next answer is kept.
+    #[tokio::test]
+    async fn a_retried_client_hello_is_not_kept() {
+        let (mut io, _gate) = FlightHold::new(replying(b"HRRSERVER FLIGHT"));
         io.read_exact(&mut [0u8; 3]).await.unwrap();
-        io.write_all(b"CLIENT HELLO 2").await.unwrap();
-        io.flush().await.unwrap();
-        let reader = tokio::spawn(async move {
-            let mut b = [0u8; 11];
-            io.read_exact(&mut b).await.map(|_| b)
-        });
-        let mut got = [0u8; 14];
-        tokio::time::timeout(HOLD_LIMIT * 10, peer.read_exact(&mut got))
+        let ccs = [20u8, 3, 3, 0, 1, 1];
+        let hello = [22u8, 3, 3, 0, 2, 1, 0];
+        let both = [&ccs[..], &hello[..]].concat();
+        let n = io
+            .write_vectored(&[io::IoSlice::new(&ccs), io::IoSlice::new(&hello)])
             .await
-            .expect("the kept bytes leave once the limit has passed")
             .unwrap();
-        assert_eq!(&got, b"CLIENT HELLO 2");
-        peer.write_all(b"SERVERHELLO").await.unwrap();
-        assert_eq!(&reader.await.unwrap().unwrap(), b"SERVERHELLO");
+        io.write_all(&both[n..]).await.unwrap();
+        assert_eq!(
+            io.get_ref().writes.concat(),
+            [&ccs[..], &hello[..]].concat()
+        );
+        io.read_exact(&mut [0u8; 13]).await.unwrap();
+        let finished = [23u8, 3, 3, 0, 2, 9, 9];
+        io.write_all(&finished).await.unwrap();
+        io.flush().await.unwrap();
+        let passed = io.get_ref().writes.len();
+        assert_eq!(
+            io.get_ref().writes.concat(),
+            both,
+            "the encrypted flight is kept"
+        );
+        assert!(passed >= 1);
+        assert!(has_plaintext_handshake(&hello));
+        assert!(!has_plaintext_handshake(
+            &[&ccs[..], &finished[..]].concat()
+        ));
+        assert!(
+            !has_plaintext_handshake(&[22u8, 3]),
+            "a fragment is not a record"
+        );
     }
 
     #[tokio::test]
