@@ -121,20 +121,58 @@ impl<T> CoalescingIo<T> {
     }
 }
 
+/// Reads from `inner` into `buf`; also says whether bytes arrived (the peer has spoken).
+fn poll_read_some<T: AsyncRead + Unpin>(
+    inner: &mut T,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> (Poll<io::Result<()>>, bool) {
+    let before = buf.filled().len();
+    let r = Pin::new(inner).poll_read(cx, buf);
+    let got = matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+    (r, got)
+}
+
+/// Appends every slice to `buf`; returns how many bytes that was.
+fn append_all<'a>(buf: &mut Vec<u8>, slices: impl IntoIterator<Item = &'a [u8]>) -> usize {
+    let start = buf.len();
+    for b in slices {
+        buf.extend_from_slice(b);
+    }
+    buf.len() - start
+}
+
+/// Writes `buf[*written..]` to `inner`, advancing `written`; ready when all of it is out.
+/// Vectored, as TLS writes its records: one slice is the same system call either way.
+fn poll_drain<T: AsyncWrite + Unpin>(
+    inner: &mut T,
+    buf: &[u8],
+    written: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    while *written < buf.len() {
+        let rest = buf.get(*written..).unwrap_or_default();
+        let n = ready!(Pin::new(&mut *inner).poll_write_vectored(cx, &[io::IoSlice::new(rest)]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "the connection accepted no more bytes",
+            )));
+        }
+        *written += n;
+    }
+    Poll::Ready(Ok(()))
+}
+
 impl<T: AsyncWrite + Unpin> CoalescingIo<T> {
     /// Writes out everything buffered.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.buf.len() {
-            let rest = self.buf.get(self.written..).unwrap_or_default();
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, rest))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "the connection accepted no more bytes",
-                )));
-            }
-            self.written += n;
-        }
+        ready!(poll_drain(
+            &mut self.inner,
+            &self.buf,
+            &mut self.written,
+            cx
+        ))?;
         self.buf.clear();
         self.written = 0;
         Poll::Ready(Ok(()))
@@ -148,11 +186,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for CoalescingIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let (r, got) = poll_read_some(&mut this.inner, cx, buf);
         if let Hold::UntilRead(deadline, limit) = &mut this.hold {
             match &r {
-                Poll::Ready(Ok(())) if buf.filled().len() > before => this.hold = Hold::No,
+                Poll::Ready(Ok(())) if got => this.hold = Hold::No,
                 Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -209,9 +246,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
                 return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
             }
         }
-        for b in bufs {
-            this.buf.extend_from_slice(b);
-        }
+        append_all(&mut this.buf, bufs.iter().map(|b| &**b));
         Poll::Ready(Ok(total))
     }
 
@@ -363,20 +398,12 @@ impl<T> FlightHold<T> {
 
 impl<T: AsyncWrite + Unpin> FlightHold<T> {
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.buf.len() {
-            let rest = self.buf.get(self.written..).unwrap_or_default();
-            // Vectored, as TLS writes its records: the same system call either way.
-            let n = ready!(
-                Pin::new(&mut self.inner).poll_write_vectored(cx, &[io::IoSlice::new(rest)])
-            )?;
-            if n == 0 {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "the connection accepted no more bytes",
-                )));
-            }
-            self.written += n;
-        }
+        ready!(poll_drain(
+            &mut self.inner,
+            &self.buf,
+            &mut self.written,
+            cx
+        ))?;
         // Kept bytes are written once; afterwards the buffer is not needed again.
         self.buf = Vec::new();
         self.written = 0;
@@ -391,12 +418,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for FlightHold<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if this.state == Flight::Passing
-            && matches!(r, Poll::Ready(Ok(())))
-            && buf.filled().len() > before
-        {
+        let (r, got) = poll_read_some(&mut this.inner, cx, buf);
+        if this.state == Flight::Passing && got {
             this.state = Flight::Answered;
         }
         r
@@ -426,12 +449,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FlightHold<T> {
         let this = self.get_mut();
         let slices: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
         if this.keeps(&slices) {
-            let mut n = 0;
-            for b in slices {
-                this.buf.extend_from_slice(b);
-                n += b.len();
-            }
-            return Poll::Ready(Ok(n));
+            return Poll::Ready(Ok(append_all(&mut this.buf, slices)));
         }
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
