@@ -51,6 +51,17 @@ fn issuer(host: HostData) -> Arc<dyn Issuer> {
     Arc::new(SimIssuer::new(sim(), host))
 }
 
+/// A loopback listener and a TLS acceptor with `config`; the address to dial.
+async fn listen(config: ServerConfig) -> (String, TcpListener, tokio_rustls::TlsAcceptor) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (
+        addr,
+        listener,
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    )
+}
+
 /// Serves one connection with `config`, answers "ping" with "pong", returns the peer's certificates.
 async fn serve_once(
     config: ServerConfig,
@@ -58,9 +69,7 @@ async fn serve_once(
     String,
     tokio::task::JoinHandle<Result<Option<Vec<Vec<u8>>>, String>>,
 ) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (addr, listener, acceptor) = listen(config).await;
     let h = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
         let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
@@ -402,9 +411,7 @@ fn no_server_configuration_allows_resumption() {
 /// (not after the server's handshake timeout, and not never).
 #[tokio::test]
 async fn a_client_that_never_calls_completes_the_handshake() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server(POLICY)));
+    let (addr, listener, acceptor) = listen(server(POLICY)).await;
     let accepted = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let started = std::time::Instant::now();
@@ -431,9 +438,7 @@ async fn a_client_that_never_calls_completes_the_handshake() {
 /// last handshake bytes are kept below TLS; a refusal must still send them).
 #[tokio::test]
 async fn a_refused_server_hears_the_alert() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server(POLICY)));
+    let (addr, listener, acceptor) = listen(server(POLICY)).await;
     let accepted = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         match acceptor.accept(tcp).await {
