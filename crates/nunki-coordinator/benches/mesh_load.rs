@@ -524,7 +524,8 @@ fn main() {
             let mut floors = samples(&ops, cores).await;
             let cpu0 = cpu_seconds();
             let (failures, mut lat, wall) = run_load(n, c.mesh_api, platform.clone(), pod_host).await;
-            let busy = (cpu_seconds() - cpu0) / (wall.as_secs_f64() * cores as f64);
+            let cpu = cpu_seconds() - cpu0;
+            let busy = cpu / (wall.as_secs_f64() * cores as f64);
             floors.extend(samples(&ops, cores).await);
             floors.sort_by(f64::total_cmp);
             let floor_rate = (floors[4] + floors[5]) / 2.0;
@@ -532,7 +533,7 @@ fn main() {
             lat.sort();
             let rate = lat.len() as f64 / wall.as_secs_f64();
             println!(
-                "N={n}: {} ok, {failures} failed, wall {:.2} s, {:.0} certificates/s = {:.0}% of floor {:.0}/s (samples {:.0}-{:.0}; {:.0}% of the floor of the work done), p50 {:.1} ms, p99 {:.1} ms, peak RSS {} MiB, CPU busy {:.0}%",
+                "N={n}: {} ok, {failures} failed, wall {:.2} s, {:.0} certificates/s = {:.0}% of floor {:.0}/s (samples {:.0}-{:.0}; {:.0}% of the floor of the work done), p50 {:.1} ms, p99 {:.1} ms, peak RSS {} MiB, CPU busy {:.0}%, {:.0} µs CPU per certificate",
                 lat.len(),
                 wall.as_secs_f64(),
                 rate,
@@ -544,7 +545,8 @@ fn main() {
                 pct(&lat, 0.5).as_secs_f64() * 1e3,
                 pct(&lat, 0.99).as_secs_f64() * 1e3,
                 peak_rss_kib() / 1024,
-                100.0 * busy
+                100.0 * busy,
+                1e6 * cpu / n as f64
             );
         }
         c.shutdown().await;

@@ -4,6 +4,7 @@
 pub mod cli;
 
 pub mod api;
+pub mod fds;
 pub mod ha;
 pub mod history;
 pub mod metrics;

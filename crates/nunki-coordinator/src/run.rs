@@ -135,6 +135,34 @@ fn listen(a: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// Descriptors beyond the two APIs' connections: metrics scrapes, the state directory, peers.
+const DESCRIPTOR_MARGIN: usize = 256;
+
+/// Makes room for every connection both APIs may hold (see [`crate::fds`]); says what it did.
+fn prepare_descriptors(probe: &TcpListener) {
+    let want = (2 * crate::server::MAX_CONNECTIONS + DESCRIPTOR_MARGIN) as u64;
+    match crate::fds::prepare(want, probe) {
+        Ok(p) => {
+            if p.limit != p.limit_before {
+                tracing::info!(
+                    from = ?p.limit_before,
+                    to = ?p.limit,
+                    "raised the soft limit on open files"
+                );
+            }
+            if p.limit.is_some_and(|l| l < want) {
+                tracing::warn!(
+                    limit = ?p.limit,
+                    want,
+                    "the hard limit on open files is below what both APIs may hold; raise it (ulimit -Hn, LimitNOFILE=) or connections will be refused"
+                );
+            }
+            tracing::debug!(table = ?p.table, "descriptor table prepared");
+        }
+        Err(e) => tracing::warn!(error = %e, "could not prepare file descriptors"),
+    }
+}
+
 /// Opens the store, binds all listeners and starts serving.
 pub async fn start(opts: Options) -> Result<Running, String> {
     let store: Arc<dyn Store> = match &opts.store {
@@ -167,6 +195,7 @@ pub async fn start(opts: Options) -> Result<Running, String> {
     let metrics_l = bind(opts.metrics, "metrics").await?;
     let addr = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
     let (user_api, mesh_api, metrics_addr) = (addr(&user)?, addr(&mesh)?, addr(&metrics_l)?);
+    prepare_descriptors(&user);
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(crate::server::serve_user_api(

@@ -117,7 +117,7 @@ pub fn reason(e: &AtlsError) -> &'static str {
 }
 
 /// Live connections per API; beyond this new connections wait in the kernel backlog.
-const MAX_CONNECTIONS: usize = 4096;
+pub const MAX_CONNECTIONS: usize = 4096;
 
 /// How long a client may take to send its ClientHello (before it costs us anything).
 const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
