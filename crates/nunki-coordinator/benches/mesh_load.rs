@@ -1,6 +1,6 @@
 //! Load benchmark of the mesh API: N simulated Initializers at once against an in-process
 //! Coordinator over real mutual aTLS on loopback, plus the cryptographic floor measured in the
-//! same run. Run: `cargo bench -p nunki-coordinator --bench mesh_load [-- N...]`.
+//! same run. Run: `cargo bench -p nunki-coordinator --bench mesh_load [-- N... --trials=K]`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -429,10 +429,15 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
+    // Arguments: the N to run (default 100, 1000, 10000) and `--trials=K`: loads per N, each
+    // between its own floor samples (default 5 for N <= 1000, 3 above), summarised by median.
     let ns: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
+    let trials: Option<usize> = std::env::args()
+        .find_map(|a| a.strip_prefix("--trials=").and_then(|k| k.parse().ok()))
+        .filter(|k| *k > 0);
     let ns = if ns.is_empty() {
         vec![100, 1000, 10_000]
     } else {
@@ -514,39 +519,71 @@ fn main() {
             (floor_total - skipped).as_secs_f64() * 1e6,
             100.0 * done_share
         );
-        println!("floor on all {cores} cores at once: 5 samples right before and 5 right after each N (the machine idle otherwise); their median is that N's baseline");
+        println!("floor on all {cores} cores at once: 5 samples right before and 5 right after each trial (the machine idle otherwise); their median is that trial's baseline");
         // Five samples of the all-cores floor once the process is quiet (connections closed).
         async fn samples(ops: &Arc<FloorOps>, cores: usize) -> Vec<f64> {
             tokio::time::sleep(Duration::from_millis(300)).await;
             tokio::task::block_in_place(|| (0..5).map(|_| floor_all_cores(ops, cores)).collect())
         }
         for n in ns {
-            let mut floors = samples(&ops, cores).await;
-            let cpu0 = cpu_seconds();
-            let (failures, mut lat, wall) = run_load(n, c.mesh_api, platform.clone(), pod_host).await;
-            let cpu = cpu_seconds() - cpu0;
-            let busy = cpu / (wall.as_secs_f64() * cores as f64);
-            floors.extend(samples(&ops, cores).await);
-            floors.sort_by(f64::total_cmp);
-            let floor_rate = (floors[4] + floors[5]) / 2.0;
-            let (before, after) = (floors[0], floors[9]);
-            lat.sort();
-            let rate = lat.len() as f64 / wall.as_secs_f64();
+            let trials = trials.unwrap_or(if n <= 1000 { 5 } else { 3 });
+            let mut ratios = Vec::with_capacity(trials);
+            let mut walls = Vec::with_capacity(trials);
+            let mut failed = 0;
+            for t in 1..=trials {
+                let mut floors = samples(&ops, cores).await;
+                let cpu0 = cpu_seconds();
+                let (failures, mut lat, wall) =
+                    run_load(n, c.mesh_api, platform.clone(), pod_host).await;
+                let cpu = cpu_seconds() - cpu0;
+                let busy = cpu / (wall.as_secs_f64() * cores as f64);
+                floors.extend(samples(&ops, cores).await);
+                floors.sort_by(f64::total_cmp);
+                let floor_rate = (floors[4] + floors[5]) / 2.0;
+                let (before, after) = (floors[0], floors[9]);
+                lat.sort();
+                let rate = lat.len() as f64 / wall.as_secs_f64();
+                ratios.push(100.0 * rate / floor_rate);
+                walls.push(wall.as_secs_f64());
+                failed += failures;
+                println!(
+                    "N={n} [trial {t}/{trials}]: {} ok, {failures} failed, wall {:.2} s, {:.0} certificates/s = {:.0}% of floor {:.0}/s (samples {:.0}-{:.0}; {:.0}% of the floor of the work done), p50 {:.1} ms, p99 {:.1} ms, peak RSS {} MiB, CPU busy {:.0}%, {:.0} µs CPU per certificate",
+                    lat.len(),
+                    wall.as_secs_f64(),
+                    rate,
+                    100.0 * rate / floor_rate,
+                    floor_rate,
+                    before,
+                    after,
+                    100.0 * rate * done_share / floor_rate,
+                    pct(&lat, 0.5).as_secs_f64() * 1e3,
+                    pct(&lat, 0.99).as_secs_f64() * 1e3,
+                    peak_rss_kib() / 1024,
+                    100.0 * busy,
+                    1e6 * cpu / n as f64
+                );
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                let m = v.len() / 2;
+                if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+            };
+            let (lo, hi) = (
+                ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                ratios.iter().copied().fold(0.0, f64::max),
+            );
+            let (wlo, whi) = (
+                walls.iter().copied().fold(f64::INFINITY, f64::min),
+                walls.iter().copied().fold(0.0, f64::max),
+            );
             println!(
-                "N={n}: {} ok, {failures} failed, wall {:.2} s, {:.0} certificates/s = {:.0}% of floor {:.0}/s (samples {:.0}-{:.0}; {:.0}% of the floor of the work done), p50 {:.1} ms, p99 {:.1} ms, peak RSS {} MiB, CPU busy {:.0}%, {:.0} µs CPU per certificate",
-                lat.len(),
-                wall.as_secs_f64(),
-                rate,
-                100.0 * rate / floor_rate,
-                floor_rate,
-                before,
-                after,
-                100.0 * rate * done_share / floor_rate,
-                pct(&lat, 0.5).as_secs_f64() * 1e3,
-                pct(&lat, 0.99).as_secs_f64() * 1e3,
-                peak_rss_kib() / 1024,
-                100.0 * busy,
-                1e6 * cpu / n as f64
+                "N={n} over {trials} trials: {:.0}% of floor (median; {:.0}-{:.0}%), wall {:.2} s (median; {:.2}-{:.2} s), {failed} failed",
+                median(&mut ratios),
+                lo,
+                hi,
+                median(&mut walls),
+                wlo,
+                whi
             );
         }
         c.shutdown().await;
