@@ -60,15 +60,10 @@ fn io_counters() -> (u64, u64) {
     (field("wchar:"), field("syscw:"))
 }
 
-/// CPU time of this process so far, user + system (`/proc/self/stat`, clock ticks of 10 ms).
+/// CPU time of this process so far (all threads, user + system), in seconds.
 fn cpu_seconds() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 fn time<F: FnMut()>(mut f: F) -> Duration {
@@ -436,8 +431,13 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let trials: Option<usize> = std::env::args()
-        .find_map(|a| a.strip_prefix("--trials=").and_then(|k| k.parse().ok()))
-        .filter(|k| *k > 0);
+        .find_map(|a| a.strip_prefix("--trials=").map(str::to_owned))
+        .map(|k| {
+            k.parse()
+                .ok()
+                .filter(|k| *k > 0)
+                .expect("--trials=K needs a whole number K >= 1")
+        });
     let ns = if ns.is_empty() {
         vec![100, 1000, 10_000]
     } else {
@@ -528,6 +528,7 @@ fn main() {
         for n in ns {
             let trials = trials.unwrap_or(if n <= 1000 { 5 } else { 3 });
             let mut ratios = Vec::with_capacity(trials);
+            let mut done_ratios = Vec::with_capacity(trials);
             let mut walls = Vec::with_capacity(trials);
             let mut failed = 0;
             for t in 1..=trials {
@@ -544,10 +545,11 @@ fn main() {
                 lat.sort();
                 let rate = lat.len() as f64 / wall.as_secs_f64();
                 ratios.push(100.0 * rate / floor_rate);
+                done_ratios.push(100.0 * rate * done_share / floor_rate);
                 walls.push(wall.as_secs_f64());
                 failed += failures;
                 println!(
-                    "N={n} [trial {t}/{trials}]: {} ok, {failures} failed, wall {:.2} s, {:.0} certificates/s = {:.0}% of floor {:.0}/s (samples {:.0}-{:.0}; {:.0}% of the floor of the work done), p50 {:.1} ms, p99 {:.1} ms, peak RSS {} MiB, CPU busy {:.0}%, {:.0} µs CPU per certificate",
+                    "N={n} [trial {t}/{trials}]: {} ok, {failures} failed, wall {:.2} s, {:.0} certificates/s = {:.0}% of floor {:.0}/s (samples {:.0}-{:.0}; {:.0}% of the floor of the work done), p50 {:.1} ms, p99 {:.1} ms, peak RSS so far {} MiB, CPU busy {:.0}%, {:.0} µs of process CPU (Coordinator and Initializers) per certificate",
                     lat.len(),
                     wall.as_secs_f64(),
                     rate,
@@ -560,7 +562,7 @@ fn main() {
                     pct(&lat, 0.99).as_secs_f64() * 1e3,
                     peak_rss_kib() / 1024,
                     100.0 * busy,
-                    1e6 * cpu / n as f64
+                    1e6 * cpu / lat.len().max(1) as f64
                 );
             }
             let median = |v: &mut Vec<f64>| {
@@ -570,17 +572,18 @@ fn main() {
             };
             let (lo, hi) = (
                 ratios.iter().copied().fold(f64::INFINITY, f64::min),
-                ratios.iter().copied().fold(0.0, f64::max),
+                ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             );
             let (wlo, whi) = (
                 walls.iter().copied().fold(f64::INFINITY, f64::min),
-                walls.iter().copied().fold(0.0, f64::max),
+                walls.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             );
             println!(
-                "N={n} over {trials} trials: {:.0}% of floor (median; {:.0}-{:.0}%), wall {:.2} s (median; {:.2}-{:.2} s), {failed} failed",
+                "N={n} over {trials} trials: {:.0}% of floor (median; {:.0}-{:.0}%; {:.0}% of the floor of the work done), wall {:.2} s (median; {:.2}-{:.2} s), {failed} failed",
                 median(&mut ratios),
                 lo,
                 hi,
+                median(&mut done_ratios),
                 median(&mut walls),
                 wlo,
                 whi

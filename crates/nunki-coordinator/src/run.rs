@@ -141,26 +141,25 @@ const DESCRIPTOR_MARGIN: usize = 256;
 /// Makes room for every connection both APIs may hold (see [`crate::fds`]); says what it did.
 fn prepare_descriptors(probe: &TcpListener) {
     let want = (2 * crate::server::MAX_CONNECTIONS + DESCRIPTOR_MARGIN) as u64;
-    match crate::fds::prepare(want, probe) {
-        Ok(p) => {
-            if p.limit != p.limit_before {
-                tracing::info!(
-                    from = ?p.limit_before,
-                    to = ?p.limit,
-                    "raised the soft limit on open files"
-                );
-            }
-            if p.limit.is_some_and(|l| l < want) {
-                tracing::warn!(
-                    limit = ?p.limit,
-                    want,
-                    "the hard limit on open files is below what both APIs may hold; raise it (ulimit -Hn, LimitNOFILE=) or connections will be refused"
-                );
-            }
-            tracing::debug!(table = ?p.table, "descriptor table prepared");
-        }
-        Err(e) => tracing::warn!(error = %e, "could not prepare file descriptors"),
+    let (p, errors) = crate::fds::prepare(want, probe);
+    for e in errors {
+        tracing::warn!(error = %e, "could not prepare file descriptors");
     }
+    if p.limit != p.limit_before {
+        tracing::info!(
+            from = ?p.limit_before,
+            to = ?p.limit,
+            "raised the soft limit on open files"
+        );
+    }
+    if p.limit.is_some_and(|l| l < want) {
+        tracing::warn!(
+            limit = ?p.limit,
+            want,
+            "the limit on open files is below what both APIs may hold; raise the hard limit (ulimit -Hn, LimitNOFILE=) or accepts will fail (EMFILE) and new connections wait"
+        );
+    }
+    tracing::debug!(table = ?p.table, "descriptor table prepared");
 }
 
 /// Opens the store, binds all listeners and starts serving.
