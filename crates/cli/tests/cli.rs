@@ -491,3 +491,15 @@ fn tdx_report_show_prints_every_field() {
     assert_eq!(v["header"]["version"], 5);
     assert_eq!(v["body"], "TDX 1.5");
 }
+
+/// The in-cluster entry points share one main: `--help` succeeds, a usage error exits with 2.
+#[test]
+fn in_cluster_entry_points_share_exit_codes() {
+    for cmd in ["run-coordinator", "run-initializer", "run-demo-service"] {
+        let help = nunki(&[cmd, "--help"], None);
+        assert_eq!(help.status.code(), Some(0), "{cmd} --help: {help:?}");
+        assert!(stdout(&help).contains("Usage"), "{cmd} --help: {help:?}");
+        let bad = nunki(&[cmd, "--no-such-flag"], None);
+        assert_eq!(bad.status.code(), Some(2), "{cmd} --no-such-flag: {bad:?}");
+    }
+}

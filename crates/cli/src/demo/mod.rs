@@ -19,35 +19,12 @@ struct ServiceCli {
     args: service::ServiceArgs,
 }
 
-/// Entry point of the built-in demo image (`nunki run-demo-service ...`).
+/// Entry point of the built-in demo image (`nunki run-demo-service ...`): logging, exit codes
+/// and runtime as the other in-cluster binaries.
 pub fn service_main<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match ServiceCli::try_parse_from(args) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(2);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match rt.block_on(service::run(cli.args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    nunki_daemon::main_with_args::<ServiceCli, _, _, _, _, _>(args, |cli| service::run(cli.args))
 }
