@@ -38,12 +38,9 @@ pub use nunki_attestation::tdx::pcs::{Pcs, PcsError};
 pub async fn fetch_tdx_collateral(
     quote: &[u8],
     pcs_url: Option<&str>,
-) -> Result<nunki_attestation::tdx::TdxCollateral, String> {
-    let q = nunki_attestation::tdx::TdQuote::parse(quote).map_err(|e| e.to_string())?;
-    let fetcher = CachingFetcher::new(
-        HttpFetcher::new().map_err(|e| e.to_string())?,
-        default_cache_dir().map_err(|e| e.to_string())?,
-    );
+) -> Result<nunki_attestation::tdx::TdxCollateral, TdxCollateralError> {
+    let q = nunki_attestation::tdx::TdQuote::parse(quote)?;
+    let fetcher = CachingFetcher::new(HttpFetcher::new()?, default_cache_dir()?);
     let pcs = match pcs_url {
         Some(base) => Pcs::with_base(
             base,
@@ -55,7 +52,21 @@ pub async fn fetch_tdx_collateral(
         ),
         None => Pcs::new(fetcher),
     };
-    pcs.fetch_for_quote(&q).await.map_err(|e| e.to_string())
+    Ok(pcs.fetch_for_quote(&q).await?)
+}
+
+/// Why [`fetch_tdx_collateral`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TdxCollateralError {
+    /// The platform's own quote does not parse (it names the platform to fetch for).
+    #[error("this platform's quote: {0}")]
+    Quote(#[from] nunki_attestation::tdx::QuoteError),
+    /// The HTTP client or the cache directory could not be set up.
+    #[error(transparent)]
+    Setup(#[from] CollateralError),
+    /// Intel PCS or the PCCS did not deliver valid collateral.
+    #[error(transparent)]
+    Pcs(#[from] PcsError),
 }
 
 /// Why a fetcher could not be set up.
