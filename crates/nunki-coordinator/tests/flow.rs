@@ -427,11 +427,7 @@ async fn a_wrongly_attested_coordinator_is_refused() {
 
 #[tokio::test]
 async fn idle_connections_do_not_block_handshakes() {
-    let owner = Arc::new(AttestingKey::generate().unwrap());
-    let d = Deployment::new(owner, "x");
-    let c = coordinator(StoreChoice::Memory, d.coordinator_host_data())
-        .await
-        .unwrap();
+    let (d, c) = deployment_and_coordinator("x").await;
     // More idle sockets than there are handshake slots: they never send a ClientHello.
     let mut idle = Vec::new();
     for _ in 0..100 {
@@ -455,11 +451,7 @@ async fn idle_connections_do_not_block_handshakes() {
 /// (the client never reconnects: answers must come over the attested connection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_after_the_connection_is_gone_says_so() {
-    let owner = Arc::new(AttestingKey::generate().unwrap());
-    let d = Deployment::new(owner, "web.default.svc");
-    let c = coordinator(StoreChoice::Memory, d.coordinator_host_data())
-        .await
-        .unwrap();
+    let (d, c) = deployment_and_coordinator("web.default.svc").await;
     let ch = user_channel(c.user_api, d.coordinator_host_data(), None)
         .await
         .unwrap();
@@ -491,11 +483,7 @@ async fn a_call_after_the_connection_is_gone_says_so() {
 /// ever, the server would wait for its HTTP/2 preface, and tonic's graceful drain with it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_calls_does_not_block_shutdown() {
-    let owner = Arc::new(AttestingKey::generate().unwrap());
-    let d = Deployment::new(owner, "x");
-    let c = coordinator(StoreChoice::Memory, d.coordinator_host_data())
-        .await
-        .unwrap();
+    let (d, c) = deployment_and_coordinator("x").await;
     let held = user_channel(c.user_api, d.coordinator_host_data(), None)
         .await
         .unwrap();
@@ -514,11 +502,7 @@ async fn a_client_that_never_calls_does_not_block_shutdown() {
 /// `FIRST_BYTES_TIMEOUT`: it neither keeps its connection slot nor blocks a shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_tls_client_is_cut_off() {
-    let owner = Arc::new(AttestingKey::generate().unwrap());
-    let d = Deployment::new(owner, "x");
-    let c = coordinator(StoreChoice::Memory, d.coordinator_host_data())
-        .await
-        .unwrap();
+    let (_, c) = deployment_and_coordinator("x").await;
     let cfg = nunki_atls::AttestedClientConfig::with_mode(
         nunki_atls::ServerVerification::None,
         nunki_atls::ClientIdentity::None,

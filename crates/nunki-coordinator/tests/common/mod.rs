@@ -97,6 +97,17 @@ impl Deployment {
     }
 }
 
+/// A deployment with a fresh owner key and a Coordinator (in-memory store) that runs its
+/// coordinator policy: how most tests start.
+pub async fn deployment_and_coordinator(extra_san: &str) -> (Deployment, Running) {
+    let owner = Arc::new(AttestingKey::generate().unwrap());
+    let d = Deployment::new(owner, extra_san);
+    let c = coordinator(StoreChoice::Memory, d.coordinator_host_data())
+        .await
+        .unwrap();
+    (d, c)
+}
+
 pub async fn coordinator(store: StoreChoice, host: HostData) -> Result<Running, String> {
     start(Options {
         store,
