@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use rustls::client::ResolvesClientCert;
-use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
@@ -213,7 +213,48 @@ impl ServerCertVerifier for AtlsServerVerifier {
         }
     }
 
-    handshake_signature_checks!();
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    /// The server's CertificateVerify. Checked whenever the server's certificate counts for
+    /// something (its evidence is verified now or, captured, later): it proves that the server
+    /// holds the key the evidence binds. With [`ServerVerification::None`] the certificate
+    /// counts for nothing, and neither does a signature by its key (anyone can make a key and
+    /// sign with it), so the check is skipped: it would cost a P-256 verification on every
+    /// Initializer connection and add no assurance.
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if self.verifier.is_none() && self.capture.is_none() {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 struct ClientCertResolver {

@@ -464,3 +464,71 @@ async fn a_refused_server_hears_the_alert() {
     let server_saw = accepted.await.unwrap().unwrap_err();
     assert!(server_saw.contains("alert"), "{server_saw}");
 }
+
+/// A server whose certificate (with valid evidence) is bound to one key while it signs the
+/// handshake with another: it does not hold the attested key.
+#[derive(Debug)]
+struct SignsWithAnotherKey {
+    inner: Arc<AttestingCertResolver>,
+    key: Arc<dyn rustls::sign::SigningKey>,
+}
+
+impl ResolvesServerCert for SignsWithAnotherKey {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let attested = self.inner.resolve(hello)?;
+        Some(Arc::new(CertifiedKey::new(
+            attested.cert.clone(),
+            self.key.clone(),
+        )))
+    }
+}
+
+fn server_without_the_attested_key() -> ServerConfig {
+    let other = AttestingKey::generate()
+        .unwrap()
+        .certify(None, None, SystemTime::now())
+        .unwrap();
+    let inner = Arc::new(AttestingCertResolver::new(issuer(POLICY), system_clock()).unwrap());
+    ServerConfig::builder_with_provider(nunki_atls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SignsWithAnotherKey {
+            inner,
+            key: other.key.clone(),
+        }))
+}
+
+#[tokio::test]
+async fn a_server_without_the_attested_key_is_refused() {
+    // Verified during the handshake: the evidence is fine, the CertificateVerify is not.
+    let (addr, _h) = serve_once(server_without_the_attested_key()).await;
+    let cfg = AttestedClientConfig::new(
+        Some(verifier(rv(), HostDataRule::Any)),
+        ClientIdentity::None,
+    )
+    .unwrap();
+    let err = ping(&cfg, &addr).await.unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("signature"),
+        "{err}"
+    );
+    // Captured for later verification: refused all the same, before anything is captured
+    // as trustworthy.
+    let (addr, _h) = serve_once(server_without_the_attested_key()).await;
+    let cfg = AttestedClientConfig::with_mode(
+        nunki_atls::ServerVerification::Capture,
+        ClientIdentity::None,
+    )
+    .unwrap();
+    let err = ping(&cfg, &addr).await.unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("signature"),
+        "{err}"
+    );
+    // A client that attests nothing about the server (the Initializer) does not check the
+    // signature of a key it does not trust anyway.
+    let (addr, _h) = serve_once(server_without_the_attested_key()).await;
+    let cfg = AttestedClientConfig::new(None, ClientIdentity::None).unwrap();
+    ping(&cfg, &addr).await.unwrap();
+}
