@@ -12,11 +12,14 @@
 //!
 //! A stream can also be *held*: its flushes keep the bytes until a [`Gate`] is released or
 //! [`HOLD_LIMIT`] has passed ([`CoalescingIo::held`], for a client: the HTTP/2 preface and
-//! SETTINGS leave with the first request), or until the peer's first bytes arrive
-//! ([`CoalescingIo::held_until_read`], for a server: its SETTINGS leave with the acknowledgement
-//! of the client's). Neither side of HTTP/2 waits for the other's preface before sending its own,
-//! so holding cannot deadlock; the client's time limit keeps a connection that is never used
-//! from looking unfinished to the server (which then could not drain it on shutdown).
+//! SETTINGS leave with the first request), until the peer's first bytes arrive
+//! ([`CoalescingIo::held_until_read`]), or, for an HTTP/2 server, until then and further until
+//! its first answer or [`HOLD_LIMIT`] ([`CoalescingIo::held_until_answer`]: its SETTINGS, window
+//! update and acknowledgement of the client's SETTINGS leave with the first response, and the
+//! client's acknowledgement of those then leaves with its GOAWAY). Neither side of HTTP/2 waits
+//! for the other's preface or SETTINGS before sending requests or answers, so holding cannot
+//! deadlock; the time limits keep a connection that is never used from looking unfinished to
+//! the peer (a server could not drain it on shutdown).
 
 use std::io;
 use std::pin::Pin;
@@ -54,8 +57,13 @@ enum Hold {
     No,
     /// Until the gate is released or the timer (armed by the first held flush) fires.
     Until(Gate, Option<Pin<Box<tokio::time::Sleep>>>),
-    /// Until the peer's first bytes arrive, which must happen before the deadline.
-    UntilRead(Pin<Box<tokio::time::Sleep>>, Duration),
+    /// Until the peer's first bytes arrive, which must happen before the deadline; then, if
+    /// the flag is set, [`Hold::UntilAnswer`].
+    UntilRead(Pin<Box<tokio::time::Sleep>>, Duration, bool),
+    /// HTTP/2 server: until the first frame that answers a request (HEADERS, RST_STREAM or
+    /// GOAWAY) is buffered, or the timer (set to [`HOLD_LIMIT`] after the peer's first bytes)
+    /// fires.
+    UntilAnswer(Pin<Box<tokio::time::Sleep>>),
 }
 
 /// Releases the bytes a held [`CoalescingIo`] keeps: the next flush writes them.
@@ -111,7 +119,20 @@ impl<T> CoalescingIo<T> {
     /// runtime with time enabled.
     pub fn held_until_read(inner: T, limit: Duration) -> Self {
         let mut io = Self::new(inner);
-        io.hold = Hold::UntilRead(Box::pin(tokio::time::sleep(limit)), limit);
+        io.hold = Hold::UntilRead(Box::pin(tokio::time::sleep(limit)), limit, false);
+        io
+    }
+
+    /// For an HTTP/2 server: like [`CoalescingIo::held_until_read`], and after the peer's first
+    /// bytes still holds until the first frame that answers a request (HEADERS, RST_STREAM or
+    /// GOAWAY) is written, or [`HOLD_LIMIT`] has passed. The server's SETTINGS, its window
+    /// update and its acknowledgement of the client's SETTINGS then leave with the first
+    /// response: one write and one wake-up of each side less per connection. The client needs
+    /// none of them to send its first request; HTTP/2 flushes whenever its connection task is
+    /// woken, which the time limit's timer does.
+    pub fn held_until_answer(inner: T, limit: Duration) -> Self {
+        let mut io = Self::new(inner);
+        io.hold = Hold::UntilRead(Box::pin(tokio::time::sleep(limit)), limit, true);
         io
     }
 
@@ -131,6 +152,25 @@ fn poll_read_some<T: AsyncRead + Unpin>(
     let r = Pin::new(inner).poll_read(cx, buf);
     let got = matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before;
     (r, got)
+}
+
+/// HTTP/2 frame types that answer or end a request (RFC 9113 §6).
+const H2_HEADERS: u8 = 0x1;
+const H2_RST_STREAM: u8 = 0x3;
+const H2_GOAWAY: u8 = 0x7;
+
+/// Whether `data`, HTTP/2 frames from a frame boundary on, holds a HEADERS, RST_STREAM or
+/// GOAWAY frame. A frame cut off at the end still counts by its header.
+fn has_http2_answer(data: &[u8]) -> bool {
+    let mut rest = data;
+    while let [l0, l1, l2, kind, _flags, _, _, _, _, tail @ ..] = rest {
+        if matches!(*kind, H2_HEADERS | H2_RST_STREAM | H2_GOAWAY) {
+            return true;
+        }
+        let len = usize::from(*l0) << 16 | usize::from(*l1) << 8 | usize::from(*l2);
+        rest = tail.get(len..).unwrap_or_default();
+    }
+    false
 }
 
 /// Appends every slice to `buf`; returns how many bytes that was.
@@ -187,9 +227,22 @@ impl<T: AsyncRead + Unpin> AsyncRead for CoalescingIo<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let (r, got) = poll_read_some(&mut this.inner, cx, buf);
-        if let Hold::UntilRead(deadline, limit) = &mut this.hold {
+        if let Hold::UntilRead(deadline, limit, answer) = &mut this.hold {
             match &r {
-                Poll::Ready(Ok(())) if got => this.hold = Hold::No,
+                Poll::Ready(Ok(())) if got => {
+                    this.hold = if *answer {
+                        let mut timer = std::mem::replace(
+                            deadline,
+                            Box::pin(tokio::time::sleep(Duration::ZERO)),
+                        );
+                        timer
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + HOLD_LIMIT);
+                        Hold::UntilAnswer(timer)
+                    } else {
+                        Hold::No
+                    };
+                }
                 Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -259,6 +312,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
         match &mut this.hold {
             Hold::No => {}
             Hold::UntilRead(..) => return Poll::Ready(Ok(())),
+            Hold::UntilAnswer(timer) => {
+                let answered = has_http2_answer(this.buf.get(this.written..).unwrap_or_default());
+                if !answered && timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Ready(Ok(()));
+                }
+                this.hold = Hold::No;
+            }
             Hold::Until(gate, timer) => {
                 if !gate.released() {
                     // Armed by the first held flush; when it fires, the task is woken and
@@ -909,6 +969,123 @@ mod tests {
         assert_eq!(server.await.unwrap(), sent);
         assert_eq!(back.get(..13), Some(&b"server hello;"[..]));
         assert_eq!(back.get(13..), Some(&sent[..]));
+    }
+
+    /// An HTTP/2 frame: 9-byte header (length, type, flags, stream) and payload.
+    fn frame(kind: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = (payload.len() as u32).to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, 0];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn answers_are_found_by_frame_type() {
+        let settings = frame(0x4, 0, &[0, 3, 0, 0, 0, 100]);
+        let window = frame(0x8, 0, &[0, 1, 0, 0]);
+        let headers = frame(H2_HEADERS, 1, b"\x88");
+        assert!(!has_http2_answer(&[]));
+        assert!(!has_http2_answer(
+            &[settings.clone(), window.clone()].concat()
+        ));
+        assert!(has_http2_answer(
+            &[settings.clone(), window.clone(), headers.clone()].concat()
+        ));
+        assert!(has_http2_answer(&frame(H2_RST_STREAM, 1, &[0, 0, 0, 8])));
+        assert!(has_http2_answer(&frame(H2_GOAWAY, 0, &[0; 8])));
+        // A HEADERS frame whose payload is not all there yet counts by its header.
+        assert!(has_http2_answer(
+            &[settings.clone(), headers[..9].to_vec()].concat()
+        ));
+        // A payload byte that looks like a HEADERS type is not a frame header.
+        let data = frame(0x0, 1, &[0, 0, 0, H2_HEADERS, 0, 0, 0, 0, 1]);
+        assert!(!has_http2_answer(&data));
+        // Lengths past the end, short headers, garbage: no panic, no answer.
+        assert!(!has_http2_answer(&[
+            0xff, 0xff, 0xff, 0x0, 0, 0, 0, 0, 0, 1
+        ]));
+        assert!(!has_http2_answer(&[0, 0, 0, H2_HEADERS]));
+    }
+
+    /// An HTTP/2 server's stream: its SETTINGS wait for the client's first bytes, then (with
+    /// the window update and the acknowledgement) for the first response, and all of it
+    /// leaves in one write.
+    #[tokio::test]
+    async fn a_server_holds_its_first_frames_until_the_answer() {
+        let mut io = CoalescingIo::held_until_answer(
+            Recorder {
+                to_read: b"PRI * HTTP/2.0".to_vec(),
+                ..Recorder::default()
+            },
+            Duration::from_secs(10),
+        );
+        let settings = frame(0x4, 0, &[0, 3, 0, 0, 0, 100]);
+        io.write_all(&settings).await.unwrap();
+        io.flush().await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 14);
+        let ack = frame(0x4, 0, &[]);
+        let window = frame(0x8, 0, &[0, 1, 0, 0]);
+        io.write_all(&[ack.clone(), window.clone()].concat())
+            .await
+            .unwrap();
+        io.flush().await.unwrap();
+        assert!(
+            io.get_ref().writes.is_empty(),
+            "held after the peer's bytes until an answer"
+        );
+        let response = [frame(H2_HEADERS, 1, b"\x88"), frame(0x0, 1, b"body")].concat();
+        io.write_all(&response).await.unwrap();
+        io.flush().await.unwrap();
+        let expected = [settings, ack, window, response].concat();
+        assert_eq!(io.get_ref().writes, vec![expected], "one write, in order");
+        // Released for good: later frames leave at their flush.
+        let ping = frame(0x6, 0, &[0; 8]);
+        io.write_all(&ping).await.unwrap();
+        io.flush().await.unwrap();
+        assert_eq!(io.get_ref().writes.get(1), Some(&ping));
+    }
+
+    /// Without an answer, the held frames leave at the first flush after [`HOLD_LIMIT`], and
+    /// the stream's task is woken for it (HTTP/2 flushes whenever its task runs).
+    #[tokio::test(start_paused = true)]
+    async fn a_server_without_an_answer_writes_after_the_time_limit() {
+        let mut io = CoalescingIo::held_until_answer(
+            Recorder {
+                to_read: b"PRI * HTTP/2.0".to_vec(),
+                ..Recorder::default()
+            },
+            Duration::from_secs(10),
+        );
+        let mut buf = [0u8; 14];
+        io.read_exact(&mut buf).await.unwrap();
+        let pong = frame(0x6, 0, &[1; 8]);
+        io.write_all(&pong).await.unwrap();
+
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(0.into()));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            Pin::new(&mut io).poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        tokio::time::advance(HOLD_LIMIT / 2).await;
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "held within the limit");
+        assert!(io.get_ref().writes.is_empty());
+        tokio::time::advance(HOLD_LIMIT).await;
+        assert!(
+            count.0.load(Ordering::SeqCst) >= 1,
+            "woken when the limit passes"
+        );
+        io.flush().await.unwrap();
+        assert_eq!(io.get_ref().writes, vec![pong]);
     }
 
     /// A held-until-read stream whose peer says nothing fails its read at the deadline, and a

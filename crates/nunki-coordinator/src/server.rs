@@ -348,7 +348,7 @@ async fn complete_handshake(
             let info = api.finish(&tls, info, slot);
             let _ = tx
                 .send(Ok(AtlsIo {
-                    inner: CoalescingIo::held_until_read(tls, FIRST_BYTES_TIMEOUT),
+                    inner: CoalescingIo::held_until_answer(tls, FIRST_BYTES_TIMEOUT),
                     info,
                     _permit: conn_permit,
                 }))
