@@ -95,10 +95,12 @@ impl AttestedClientConfig {
             Arc::new(move || v.now()) as Clock
         });
         let server_verifier = Arc::new(AtlsServerVerifier {
+            checks_server_key: !matches!(mode, ServerVerification::None),
             verifier,
             capture: capture.then(|| captured.clone()),
             nonce,
             slot: slot.clone(),
+            pending: std::sync::Mutex::new(None),
             provider: provider.clone(),
         });
         let builder = ClientConfig::builder_with_provider(provider)
@@ -169,11 +171,47 @@ impl AttestedClientConfig {
 
 #[derive(Debug)]
 struct AtlsServerVerifier {
+    /// Whether the server's certificate counts for anything (not [`ServerVerification::None`]);
+    /// only then is its CertificateVerify checked.
+    checks_server_key: bool,
     verifier: Option<Arc<ReferenceVerifier>>,
     capture: Option<Arc<std::sync::Mutex<Option<PeerCert>>>>,
     nonce: [u8; NONCE_LEN],
     slot: PeerSlot,
+    /// What the certificate check accepted, published (to `slot` or `capture`) only once the
+    /// server has proved with its CertificateVerify that it holds the certificate's key.
+    pending: std::sync::Mutex<Option<Accepted>>,
     provider: Arc<CryptoProvider>,
+}
+
+/// A server certificate accepted by [`AtlsServerVerifier::verify_server_cert`], waiting for the
+/// handshake signature.
+#[derive(Debug)]
+enum Accepted {
+    Captured(PeerCert),
+    Verified(Box<VerifiedPeer>),
+}
+
+impl AtlsServerVerifier {
+    fn set_pending(&self, a: Accepted) {
+        if let Ok(mut g) = self.pending.lock() {
+            *g = Some(a);
+        }
+    }
+
+    /// Publishes what was accepted, now that the server holds the key.
+    fn publish(&self) {
+        let accepted = self.pending.lock().ok().and_then(|mut g| g.take());
+        match accepted {
+            Some(Accepted::Captured(peer)) => {
+                if let Some(Ok(mut g)) = self.capture.as_ref().map(|c| c.lock()) {
+                    *g = Some(peer);
+                }
+            }
+            Some(Accepted::Verified(peer)) => self.slot.set(Ok(*peer)),
+            None => {}
+        }
+    }
 }
 
 impl ServerCertVerifier for AtlsServerVerifier {
@@ -185,16 +223,14 @@ impl ServerCertVerifier for AtlsServerVerifier {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Some(slot) = &self.capture {
+        if self.capture.is_some() {
             let peer = parse_peer(end_entity).map_err(|e| to_rustls_error(&AtlsError::from(e)))?;
             if peer.evidence.is_none() {
                 return Err(to_rustls_error(&AtlsError::Cert(
                     crate::cert::CertError::NoEvidence,
                 )));
             }
-            if let Ok(mut g) = slot.lock() {
-                *g = Some(peer);
-            }
+            self.set_pending(Accepted::Captured(peer));
             return Ok(ServerCertVerified::assertion());
         }
         let Some(verifier) = &self.verifier else {
@@ -203,11 +239,14 @@ impl ServerCertVerifier for AtlsServerVerifier {
         let result = parse_peer(end_entity)
             .map_err(AtlsError::from)
             .and_then(|peer| verifier.verify(&peer, &self.nonce));
-        self.slot.set(result.clone());
         match result {
-            Ok(_) => Ok(ServerCertVerified::assertion()),
+            Ok(peer) => {
+                self.set_pending(Accepted::Verified(Box::new(peer)));
+                Ok(ServerCertVerified::assertion())
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "server attestation failed");
+                self.slot.set(Err(e.clone()));
                 Err(to_rustls_error(&e))
             }
         }
@@ -219,35 +258,41 @@ impl ServerCertVerifier for AtlsServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
+        // Not reached: the configuration offers TLS 1.3 only. Checked and published all the same.
+        let valid = rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
             &self.provider.signature_verification_algorithms,
-        )
+        )?;
+        self.publish();
+        Ok(valid)
     }
 
     /// The server's CertificateVerify. Checked whenever the server's certificate counts for
     /// something (its evidence is verified now or, captured, later): it proves that the server
-    /// holds the key the evidence binds. With [`ServerVerification::None`] the certificate
-    /// counts for nothing, and neither does a signature by its key (anyone can make a key and
-    /// sign with it), so the check is skipped: it would cost a P-256 verification on every
-    /// Initializer connection and add no assurance.
+    /// holds the key the evidence binds, and only then is the verified or captured certificate
+    /// published. With [`ServerVerification::None`] the certificate counts for nothing, and
+    /// neither does a signature by its key (anyone can make a key and sign with it), so the
+    /// check is skipped: it would cost a P-256 verification on every Initializer connection
+    /// and add no assurance.
     fn verify_tls13_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        if self.verifier.is_none() && self.capture.is_none() {
+        if !self.checks_server_key {
             return Ok(HandshakeSignatureValid::assertion());
         }
-        rustls::crypto::verify_tls13_signature(
+        let valid = rustls::crypto::verify_tls13_signature(
             message,
             cert,
             dss,
             &self.provider.signature_verification_algorithms,
-        )
+        )?;
+        self.publish();
+        Ok(valid)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -13,13 +13,13 @@
 //! A stream can also be *held*: its flushes keep the bytes until a [`Gate`] is released or
 //! [`HOLD_LIMIT`] has passed ([`CoalescingIo::held`], for a client: the HTTP/2 preface and
 //! SETTINGS leave with the first request), until the peer's first bytes arrive
-//! ([`CoalescingIo::held_until_read`]), or, for an HTTP/2 server, until then and further until
-//! its first answer or [`HOLD_LIMIT`] ([`CoalescingIo::held_until_answer`]: its SETTINGS, window
-//! update and acknowledgement of the client's SETTINGS leave with the first response, and the
-//! client's acknowledgement of those then leaves with its GOAWAY). Neither side of HTTP/2 waits
-//! for the other's preface or SETTINGS before sending requests or answers, so holding cannot
-//! deadlock; the time limits keep a connection that is never used from looking unfinished to
-//! the peer (a server could not drain it on shutdown).
+//! ([`CoalescingIo::held_until_read`]), or, for an HTTP/2 server whose client's first bytes
+//! carry a request, until its answer ([`CoalescingIo::held_until_answer`]: the server's
+//! SETTINGS, window update and acknowledgement of the client's SETTINGS leave with the
+//! response, and a one-call client's acknowledgement of those then leaves with its GOAWAY).
+//! The client's time limit keeps a connection that is never used from looking unfinished to
+//! the server (which then could not drain it on shutdown); why the server's hold cannot stall
+//! a connection is said at [`CoalescingIo::held_until_answer`].
 
 use std::io;
 use std::pin::Pin;
@@ -57,14 +57,34 @@ enum Hold {
     No,
     /// Until the gate is released or the timer (armed by the first held flush) fires.
     Until(Gate, Option<Pin<Box<tokio::time::Sleep>>>),
-    /// Until the peer's first bytes arrive, which must happen before the deadline; then, if
-    /// the flag is set, [`Hold::UntilAnswer`].
-    UntilRead(Pin<Box<tokio::time::Sleep>>, Duration, bool),
-    /// HTTP/2 server: until the first frame that answers a request (HEADERS, RST_STREAM or
-    /// GOAWAY) is buffered, or the timer (set to [`HOLD_LIMIT`] after the peer's first bytes)
-    /// fires.
-    UntilAnswer(Pin<Box<tokio::time::Sleep>>),
+    /// Until the peer's first bytes arrive, which must happen before the deadline; then as
+    /// the [`AfterRead`] says.
+    UntilRead(Pin<Box<tokio::time::Sleep>>, Duration, AfterRead),
+    /// HTTP/2 server: the client's bytes read so far (fewer than [`ANSWER_HOLD_MAX_READ`]);
+    /// the next flush holds ([`Hold::UntilAnswer`]) if they carry a request, else writes.
+    Scanning(Vec<u8>),
+    /// HTTP/2 server whose client sent a request with its first bytes: until a frame that
+    /// answers it (HEADERS, RST_STREAM or GOAWAY) is buffered, or the client sends more.
+    UntilAnswer,
 }
+
+/// What a stream held until the peer's first bytes does once they arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterRead {
+    /// Writes from then on.
+    Release,
+    /// [`Hold::Scanning`] the client's bytes up to the next flush: [`Hold::UntilAnswer`] if
+    /// they hold an HTTP/2 request (HEADERS) and are fewer than [`ANSWER_HOLD_MAX_READ`],
+    /// writes otherwise.
+    HoldForAnswer,
+}
+
+/// A client whose first bytes are this many or more may be uploading a body that needs the
+/// server's window updates: the server does not hold its first frames for it.
+const ANSWER_HOLD_MAX_READ: usize = 16 * 1024;
+
+/// The client connection preface of HTTP/2 (RFC 9113 §3.4).
+const H2_CLIENT_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Releases the bytes a held [`CoalescingIo`] keeps: the next flush writes them.
 #[derive(Debug, Clone, Default)]
@@ -119,20 +139,36 @@ impl<T> CoalescingIo<T> {
     /// runtime with time enabled.
     pub fn held_until_read(inner: T, limit: Duration) -> Self {
         let mut io = Self::new(inner);
-        io.hold = Hold::UntilRead(Box::pin(tokio::time::sleep(limit)), limit, false);
+        io.hold = Hold::UntilRead(
+            Box::pin(tokio::time::sleep(limit)),
+            limit,
+            AfterRead::Release,
+        );
         io
     }
 
-    /// For an HTTP/2 server: like [`CoalescingIo::held_until_read`], and after the peer's first
-    /// bytes still holds until the first frame that answers a request (HEADERS, RST_STREAM or
-    /// GOAWAY) is written, or [`HOLD_LIMIT`] has passed. The server's SETTINGS, its window
-    /// update and its acknowledgement of the client's SETTINGS then leave with the first
-    /// response: one write and one wake-up of each side less per connection. The client needs
-    /// none of them to send its first request; HTTP/2 flushes whenever its connection task is
-    /// woken, which the time limit's timer does.
+    /// For an HTTP/2 server: like [`CoalescingIo::held_until_read`]; and if the client's first
+    /// bytes carry a request (a HEADERS frame, as a gRPC client's preface, SETTINGS and first
+    /// call do), the server keeps holding until a frame that answers it (HEADERS, RST_STREAM or
+    /// GOAWAY) is buffered at a flush, or until the client sends anything more. The server's
+    /// SETTINGS, window update and acknowledgement of the client's SETTINGS then leave with the
+    /// response: one write and one wake-up of each side less per connection.
+    ///
+    /// This cannot stall a connection. The client has sent a request and nothing since, so the
+    /// server owes an answer, which ends the hold (tonic answers every call, with an error or a
+    /// timeout if need be, and a shutdown sends GOAWAY). What the held frames could matter
+    /// for, the client needs only after sending more (flow-control credit for a larger body,
+    /// acknowledgements of its PINGs), and anything it sends ends the hold. A client whose
+    /// first bytes hold no request (one that waits for the server's SETTINGS first) or are
+    /// [`ANSWER_HOLD_MAX_READ`] or more is not held for at all; nor is anything held once a
+    /// full buffer had to be written. No timer is needed.
     pub fn held_until_answer(inner: T, limit: Duration) -> Self {
         let mut io = Self::new(inner);
-        io.hold = Hold::UntilRead(Box::pin(tokio::time::sleep(limit)), limit, true);
+        io.hold = Hold::UntilRead(
+            Box::pin(tokio::time::sleep(limit)),
+            limit,
+            AfterRead::HoldForAnswer,
+        );
         io
     }
 
@@ -159,18 +195,31 @@ const H2_HEADERS: u8 = 0x1;
 const H2_RST_STREAM: u8 = 0x3;
 const H2_GOAWAY: u8 = 0x7;
 
-/// Whether `data`, HTTP/2 frames from a frame boundary on, holds a HEADERS, RST_STREAM or
-/// GOAWAY frame. A frame cut off at the end still counts by its header.
-fn has_http2_answer(data: &[u8]) -> bool {
+/// Whether `data`, HTTP/2 frames from a frame boundary on, holds a frame of a type that
+/// `wanted` accepts. A frame cut off at the end still counts by its header.
+fn has_http2_frame(data: &[u8], wanted: impl Fn(u8) -> bool) -> bool {
     let mut rest = data;
     while let [l0, l1, l2, kind, _flags, _, _, _, _, tail @ ..] = rest {
-        if matches!(*kind, H2_HEADERS | H2_RST_STREAM | H2_GOAWAY) {
+        if wanted(*kind) {
             return true;
         }
         let len = usize::from(*l0) << 16 | usize::from(*l1) << 8 | usize::from(*l2);
         rest = tail.get(len..).unwrap_or_default();
     }
     false
+}
+
+/// Whether `data` holds a frame that answers or ends a request: HEADERS, RST_STREAM or GOAWAY.
+fn has_http2_answer(data: &[u8]) -> bool {
+    has_http2_frame(data, |k| {
+        matches!(k, H2_HEADERS | H2_RST_STREAM | H2_GOAWAY)
+    })
+}
+
+/// Whether a client's first bytes (the connection preface, then frames) carry a request.
+fn has_http2_request(first: &[u8]) -> bool {
+    let frames = first.strip_prefix(H2_CLIENT_PREFACE).unwrap_or(first);
+    has_http2_frame(frames, |k| k == H2_HEADERS)
 }
 
 /// Appends every slice to `buf`; returns how many bytes that was.
@@ -205,8 +254,12 @@ fn poll_drain<T: AsyncWrite + Unpin>(
 }
 
 impl<T: AsyncWrite + Unpin> CoalescingIo<T> {
-    /// Writes out everything buffered.
+    /// Writes out everything buffered. Ends a hold for an answer: once bytes have left (a full
+    /// buffer, a shutdown), frame boundaries are no longer tracked and nothing is held.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if matches!(self.hold, Hold::Scanning(_) | Hold::UntilAnswer) {
+            self.hold = Hold::No;
+        }
         ready!(poll_drain(
             &mut self.inner,
             &self.buf,
@@ -226,22 +279,30 @@ impl<T: AsyncRead + Unpin> AsyncRead for CoalescingIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         let (r, got) = poll_read_some(&mut this.inner, cx, buf);
-        if let Hold::UntilRead(deadline, limit, answer) = &mut this.hold {
+        let new = buf.filled().get(before..).unwrap_or_default();
+        match &mut this.hold {
+            // The client sent more: whatever it may be waiting for goes out at the next flush.
+            Hold::UntilAnswer if got => this.hold = Hold::No,
+            Hold::Scanning(seen) if got => {
+                if seen.len() + new.len() < ANSWER_HOLD_MAX_READ {
+                    seen.extend_from_slice(new);
+                } else {
+                    this.hold = Hold::No;
+                }
+            }
+            _ => {}
+        }
+        if let Hold::UntilRead(deadline, limit, after) = &mut this.hold {
             match &r {
                 Poll::Ready(Ok(())) if got => {
-                    this.hold = if *answer {
-                        let mut timer = std::mem::replace(
-                            deadline,
-                            Box::pin(tokio::time::sleep(Duration::ZERO)),
-                        );
-                        timer
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + HOLD_LIMIT);
-                        Hold::UntilAnswer(timer)
-                    } else {
-                        Hold::No
-                    };
+                    this.hold =
+                        if *after == AfterRead::HoldForAnswer && new.len() < ANSWER_HOLD_MAX_READ {
+                            Hold::Scanning(new.to_vec())
+                        } else {
+                            Hold::No
+                        };
                 }
                 Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
                     return Poll::Ready(Err(io::Error::new(
@@ -312,9 +373,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
         match &mut this.hold {
             Hold::No => {}
             Hold::UntilRead(..) => return Poll::Ready(Ok(())),
-            Hold::UntilAnswer(timer) => {
+            Hold::Scanning(seen) => {
                 let answered = has_http2_answer(this.buf.get(this.written..).unwrap_or_default());
-                if !answered && timer.as_mut().poll(cx).is_pending() {
+                if has_http2_request(seen) && !answered {
+                    this.hold = Hold::UntilAnswer;
+                    return Poll::Ready(Ok(()));
+                }
+                this.hold = Hold::No;
+            }
+            Hold::UntilAnswer => {
+                if !has_http2_answer(this.buf.get(this.written..).unwrap_or_default()) {
                     return Poll::Ready(Ok(()));
                 }
                 this.hold = Hold::No;
@@ -1008,23 +1076,52 @@ mod tests {
         assert!(!has_http2_answer(&[0, 0, 0, H2_HEADERS]));
     }
 
-    /// An HTTP/2 server's stream: its SETTINGS wait for the client's first bytes, then (with
-    /// the window update and the acknowledgement) for the first response, and all of it
-    /// leaves in one write.
-    #[tokio::test]
-    async fn a_server_holds_its_first_frames_until_the_answer() {
-        let mut io = CoalescingIo::held_until_answer(
+    /// A gRPC client's first bytes: the preface, its SETTINGS, a request.
+    fn client_first_bytes() -> Vec<u8> {
+        [
+            H2_CLIENT_PREFACE.to_vec(),
+            frame(0x4, 0, &[0, 2, 0, 0, 0, 0]),
+            frame(H2_HEADERS, 1, b"\x83\x86"),
+            frame(0x0, 1, &[0, 0, 0, 0, 0]),
+        ]
+        .concat()
+    }
+
+    fn answer_held(to_read: Vec<u8>) -> CoalescingIo<Recorder> {
+        CoalescingIo::held_until_answer(
             Recorder {
-                to_read: b"PRI * HTTP/2.0".to_vec(),
+                to_read,
                 ..Recorder::default()
             },
             Duration::from_secs(10),
-        );
+        )
+    }
+
+    #[test]
+    fn requests_are_found_after_the_preface() {
+        assert!(has_http2_request(&client_first_bytes()));
+        let settings_only = [H2_CLIENT_PREFACE.to_vec(), frame(0x4, 0, &[])].concat();
+        assert!(!has_http2_request(&settings_only));
+        assert!(!has_http2_request(H2_CLIENT_PREFACE));
+        assert!(!has_http2_request(&H2_CLIENT_PREFACE[..10]));
+        assert!(!has_http2_request(b""));
+    }
+
+    /// An HTTP/2 server's stream: its SETTINGS wait for the client's first bytes, then (with
+    /// the window update and the acknowledgement) for the answer to the request those bytes
+    /// carry, and all of it leaves in one write.
+    #[tokio::test]
+    async fn a_server_holds_its_first_frames_until_the_answer() {
+        let first = client_first_bytes();
+        let mut io = answer_held(first.clone());
         let settings = frame(0x4, 0, &[0, 3, 0, 0, 0, 100]);
         io.write_all(&settings).await.unwrap();
         io.flush().await.unwrap();
-        let mut buf = [0u8; 64];
-        assert_eq!(io.read(&mut buf).await.unwrap(), 14);
+        // As HTTP/2 servers read: the preface alone, then the frames.
+        let mut preface = [0u8; 24];
+        io.read_exact(&mut preface).await.unwrap();
+        let mut buf = vec![0u8; first.len() - 24];
+        io.read_exact(&mut buf).await.unwrap();
         let ack = frame(0x4, 0, &[]);
         let window = frame(0x8, 0, &[0, 1, 0, 0]);
         io.write_all(&[ack.clone(), window.clone()].concat())
@@ -1033,7 +1130,7 @@ mod tests {
         io.flush().await.unwrap();
         assert!(
             io.get_ref().writes.is_empty(),
-            "held after the peer's bytes until an answer"
+            "held after the client's request until the answer"
         );
         let response = [frame(H2_HEADERS, 1, b"\x88"), frame(0x0, 1, b"body")].concat();
         io.write_all(&response).await.unwrap();
@@ -1047,45 +1144,66 @@ mod tests {
         assert_eq!(io.get_ref().writes.get(1), Some(&ping));
     }
 
-    /// Without an answer, the held frames leave at the first flush after [`HOLD_LIMIT`], and
-    /// the stream's task is woken for it (HTTP/2 flushes whenever its task runs).
-    #[tokio::test(start_paused = true)]
-    async fn a_server_without_an_answer_writes_after_the_time_limit() {
-        let mut io = CoalescingIo::held_until_answer(
-            Recorder {
-                to_read: b"PRI * HTTP/2.0".to_vec(),
-                ..Recorder::default()
-            },
-            Duration::from_secs(10),
-        );
-        let mut buf = [0u8; 14];
+    /// Whatever the client sends after its request ends the hold: it may be waiting for what
+    /// is held (window credit for more of its body, the acknowledgement of a PING).
+    #[tokio::test]
+    async fn a_client_that_sends_more_ends_the_hold() {
+        let first = client_first_bytes();
+        let mut io = answer_held(first.clone());
+        let mut buf = vec![0u8; first.len()];
         io.read_exact(&mut buf).await.unwrap();
-        let pong = frame(0x6, 0, &[1; 8]);
-        io.write_all(&pong).await.unwrap();
-
-        struct Count(std::sync::atomic::AtomicUsize);
-        impl std::task::Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let count = Arc::new(Count(0.into()));
-        let waker = std::task::Waker::from(count.clone());
-        let mut cx = Context::from_waker(&waker);
-        assert!(matches!(
-            Pin::new(&mut io).poll_flush(&mut cx),
-            Poll::Ready(Ok(()))
-        ));
-        tokio::time::advance(HOLD_LIMIT / 2).await;
-        assert_eq!(count.0.load(Ordering::SeqCst), 0, "held within the limit");
-        assert!(io.get_ref().writes.is_empty());
-        tokio::time::advance(HOLD_LIMIT).await;
-        assert!(
-            count.0.load(Ordering::SeqCst) >= 1,
-            "woken when the limit passes"
-        );
+        let window = frame(0x8, 0, &[0, 1, 0, 0]);
+        io.write_all(&window).await.unwrap();
         io.flush().await.unwrap();
-        assert_eq!(io.get_ref().writes, vec![pong]);
+        assert!(io.get_ref().writes.is_empty());
+        io.inner.to_read = frame(0x6, 0, &[7; 8]);
+        let mut ping = [0u8; 17];
+        io.read_exact(&mut ping).await.unwrap();
+        let pong = frame(0x6, 0x0, &[7; 8]);
+        io.write_all(&pong).await.unwrap();
+        io.flush().await.unwrap();
+        assert_eq!(io.get_ref().writes, vec![[window, pong].concat()]);
+    }
+
+    /// Not held for at all: a client whose first bytes carry no request (it may wait for the
+    /// server's SETTINGS before sending one), or so many bytes that it may be uploading.
+    #[tokio::test]
+    async fn no_hold_without_a_request_or_for_a_large_upload() {
+        let settings_only = [H2_CLIENT_PREFACE.to_vec(), frame(0x4, 0, &[])].concat();
+        let big = [
+            client_first_bytes(),
+            frame(0x0, 1, &vec![0; ANSWER_HOLD_MAX_READ]),
+        ]
+        .concat();
+        for first in [settings_only, big] {
+            let mut io = answer_held(first.clone());
+            let settings = frame(0x4, 0, &[]);
+            io.write_all(&settings).await.unwrap();
+            io.flush().await.unwrap();
+            let mut preface = [0u8; 24];
+            io.read_exact(&mut preface).await.unwrap();
+            let mut buf = vec![0u8; first.len() - 24];
+            io.read_exact(&mut buf).await.unwrap();
+            io.flush().await.unwrap();
+            assert_eq!(io.get_ref().writes, vec![settings]);
+        }
+    }
+
+    /// A full buffer is written while holding, and ends the hold.
+    #[tokio::test]
+    async fn a_full_buffer_ends_the_hold() {
+        let first = client_first_bytes();
+        let mut io = answer_held(first.clone());
+        let mut buf = vec![0u8; first.len()];
+        io.read_exact(&mut buf).await.unwrap();
+        let data = frame(0x0, 1, &vec![1; WRITE_COALESCE_BYTES - 100]);
+        io.write_all(&data).await.unwrap();
+        io.flush().await.unwrap();
+        assert!(io.get_ref().writes.is_empty());
+        io.write_all(&data).await.unwrap();
+        assert_eq!(io.get_ref().writes.len(), 1, "the full buffer is written");
+        io.flush().await.unwrap();
+        assert_eq!(io.get_ref().writes.len(), 2, "and nothing is held after it");
     }
 
     /// A held-until-read stream whose peer says nothing fails its read at the deadline, and a

@@ -11,6 +11,8 @@
 /// The handshake-signature methods of a rustls certificate verifier, delegated to rustls with
 /// the verifier's `provider` (its signature algorithms). aTLS decides whom to trust from the
 /// certificate's evidence; the TLS signatures themselves are checked as in any TLS connection.
+/// (The client's server verifier has its own: it skips the check when it trusts the server for
+/// nothing, and publishes what it verified only after the check.)
 macro_rules! handshake_signature_checks {
     () => {
         fn verify_tls12_signature(

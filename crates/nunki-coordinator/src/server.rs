@@ -51,8 +51,8 @@ pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 /// A finished TLS stream with its [`ConnInfo`].
 #[derive(Debug)]
 pub struct AtlsIo {
-    /// Writes gathered per batch of HTTP/2 frames, the first held until the client speaks
-    /// (see [`CoalescingIo`]).
+    /// Writes gathered per batch of HTTP/2 frames, the first held until the client speaks and,
+    /// when it spoke with a request, until the answer (see [`CoalescingIo::held_until_answer`]).
     inner: CoalescingIo<TlsStream<TcpStream>>,
     info: ConnInfo,
     /// Released when the connection ends (bounds live connections).
