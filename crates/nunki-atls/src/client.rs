@@ -258,15 +258,11 @@ impl ServerCertVerifier for AtlsServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // Not reached: the configuration offers TLS 1.3 only. Checked and published all the same.
-        let valid = rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )?;
-        self.publish();
-        Ok(valid)
+        // Not reached: the configuration offers TLS 1.3 only. Refused should it ever be.
+        let _ = (message, cert, dss);
+        Err(rustls::Error::General(
+            "aTLS speaks TLS 1.3 only; a TLS 1.2 handshake signature is refused".into(),
+        ))
     }
 
     /// The server's CertificateVerify. Checked whenever the server's certificate counts for

@@ -1087,6 +1087,14 @@ mod tests {
         .concat()
     }
 
+    /// Reads `len` bytes of the client's as HTTP/2 servers do: the preface alone, then frames.
+    async fn read_as_a_server(io: &mut CoalescingIo<Recorder>, len: usize) {
+        let mut preface = [0u8; 24];
+        io.read_exact(&mut preface).await.unwrap();
+        let mut frames = vec![0u8; len - 24];
+        io.read_exact(&mut frames).await.unwrap();
+    }
+
     fn answer_held(to_read: Vec<u8>) -> CoalescingIo<Recorder> {
         CoalescingIo::held_until_answer(
             Recorder {
@@ -1117,11 +1125,7 @@ mod tests {
         let settings = frame(0x4, 0, &[0, 3, 0, 0, 0, 100]);
         io.write_all(&settings).await.unwrap();
         io.flush().await.unwrap();
-        // As HTTP/2 servers read: the preface alone, then the frames.
-        let mut preface = [0u8; 24];
-        io.read_exact(&mut preface).await.unwrap();
-        let mut buf = vec![0u8; first.len() - 24];
-        io.read_exact(&mut buf).await.unwrap();
+        read_as_a_server(&mut io, first.len()).await;
         let ack = frame(0x4, 0, &[]);
         let window = frame(0x8, 0, &[0, 1, 0, 0]);
         io.write_all(&[ack.clone(), window.clone()].concat())
@@ -1150,8 +1154,7 @@ mod tests {
     async fn a_client_that_sends_more_ends_the_hold() {
         let first = client_first_bytes();
         let mut io = answer_held(first.clone());
-        let mut buf = vec![0u8; first.len()];
-        io.read_exact(&mut buf).await.unwrap();
+        read_as_a_server(&mut io, first.len()).await;
         let window = frame(0x8, 0, &[0, 1, 0, 0]);
         io.write_all(&window).await.unwrap();
         io.flush().await.unwrap();
@@ -1180,10 +1183,7 @@ mod tests {
             let settings = frame(0x4, 0, &[]);
             io.write_all(&settings).await.unwrap();
             io.flush().await.unwrap();
-            let mut preface = [0u8; 24];
-            io.read_exact(&mut preface).await.unwrap();
-            let mut buf = vec![0u8; first.len() - 24];
-            io.read_exact(&mut buf).await.unwrap();
+            read_as_a_server(&mut io, first.len()).await;
             io.flush().await.unwrap();
             assert_eq!(io.get_ref().writes, vec![settings]);
         }
@@ -1194,8 +1194,7 @@ mod tests {
     async fn a_full_buffer_ends_the_hold() {
         let first = client_first_bytes();
         let mut io = answer_held(first.clone());
-        let mut buf = vec![0u8; first.len()];
-        io.read_exact(&mut buf).await.unwrap();
+        read_as_a_server(&mut io, first.len()).await;
         let data = frame(0x0, 1, &vec![1; WRITE_COALESCE_BYTES - 100]);
         io.write_all(&data).await.unwrap();
         io.flush().await.unwrap();
