@@ -138,12 +138,12 @@ impl<T> CoalescingIo<T> {
     /// hold the connection, and keep a graceful shutdown waiting, for nothing). Needs a Tokio
     /// runtime with time enabled.
     pub fn held_until_read(inner: T, limit: Duration) -> Self {
+        Self::held_until_read_then(inner, limit, AfterRead::Release)
+    }
+
+    fn held_until_read_then(inner: T, limit: Duration, after: AfterRead) -> Self {
         let mut io = Self::new(inner);
-        io.hold = Hold::UntilRead(
-            Box::pin(tokio::time::sleep(limit)),
-            limit,
-            AfterRead::Release,
-        );
+        io.hold = Hold::UntilRead(Box::pin(tokio::time::sleep(limit)), limit, after);
         io
     }
 
@@ -163,13 +163,7 @@ impl<T> CoalescingIo<T> {
     /// [`ANSWER_HOLD_MAX_READ`] or more is not held for at all; nor is anything held once a
     /// full buffer had to be written. No timer is needed.
     pub fn held_until_answer(inner: T, limit: Duration) -> Self {
-        let mut io = Self::new(inner);
-        io.hold = Hold::UntilRead(
-            Box::pin(tokio::time::sleep(limit)),
-            limit,
-            AfterRead::HoldForAnswer,
-        );
-        io
+        Self::held_until_read_then(inner, limit, AfterRead::HoldForAnswer)
     }
 
     /// The wrapped stream.
